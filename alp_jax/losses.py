@@ -56,15 +56,37 @@ def contrastive_softmax(audio_emb: jax.Array, text_emb: jax.Array, temperature: 
   raise ValueError(f"contrastive_softmax: reduction must be 'mean' or 'sum', got {reduction!r}")
 
 
+def _block_labels(rows: int, cols: int, positives_on_diagonal: bool) -> jax.Array:
+  """(rows, cols) labels: +1 on the diagonal if this block pairs each clip with its own caption, -1 elsewhere."""
+  if positives_on_diagonal:
+    return 2.0 * jnp.eye(rows, cols, dtype=jnp.float32) - 1.0
+  return -jnp.ones((rows, cols), jnp.float32)
+
+
 def _sigmoid_block_loss(audio_block: jax.Array, text_block: jax.Array, temperature: jax.Array, bias: jax.Array,
                         positives_on_diagonal: bool) -> jax.Array:
-  """Sum over one block of pairs of -log_sigmoid(label * logit); labels +1 on the diagonal if asked, else -1."""
+  """Sum over one block of pairs of -log_sigmoid(label * logit)."""
   logits = jnp.einsum("nd,md->nm", audio_block, text_block) / temperature + bias  # (n, D) x (m, D) -> (n, m)
-  if positives_on_diagonal:
-    labels = 2.0 * jnp.eye(logits.shape[0], logits.shape[1], dtype=jnp.float32) - 1.0  # (n, m)
-  else:
-    labels = -jnp.ones_like(logits)  # (n, m)
+  labels = _block_labels(*logits.shape, positives_on_diagonal)  # (n, m)
   return -jnp.sum(jax.nn.log_sigmoid(labels * logits))
+
+
+def _sigmoid_block_grads(audio_block: jax.Array, text_block: jax.Array, temperature: jax.Array, bias: jax.Array,
+                         positives_on_diagonal: bool, scale: jax.Array) -> tuple[jax.Array, ...]:
+  """Gradients of scale * _sigmoid_block_loss w.r.t. (audio_block, text_block, temperature, bias), by hand.
+
+  d/dz [-log_sigmoid(y z)] = -y sigmoid(-y z); z = s / temperature + bias with s = a . t, so
+  dz/da = t / temperature, dz/dt = a / temperature, dz/dtemperature = -s / temperature^2, dz/dbias = 1.
+  """
+  similarity = jnp.einsum("nd,md->nm", audio_block, text_block)  # (n, D) x (m, D) -> (n, m)
+  logits = similarity / temperature + bias  # (n, m)
+  labels = _block_labels(*logits.shape, positives_on_diagonal)  # (n, m)
+  d_logits = -scale * labels * jax.nn.sigmoid(-labels * logits)  # (n, m)
+  d_audio = jnp.einsum("nm,md->nd", d_logits, text_block) / temperature  # (n, m) x (m, D) -> (n, D)
+  d_text = jnp.einsum("nm,nd->md", d_logits, audio_block) / temperature  # (n, m) x (n, D) -> (m, D)
+  d_temperature = -jnp.sum(d_logits * similarity) / jnp.square(temperature)
+  d_bias = jnp.sum(d_logits)
+  return d_audio, d_text, d_temperature, d_bias
 
 
 def contrastive_sigmoid(audio_emb: jax.Array, text_emb: jax.Array, temperature: Scalar,
@@ -93,11 +115,16 @@ def contrastive_sigmoid_chunked(audio_emb: jax.Array, text_emb: jax.Array, tempe
                                 mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp")) -> jax.Array:
   """`contrastive_sigmoid` computed block by block around a ring of devices; same value and gradients.
 
-  Each device holds its own (n, D) audio and text blocks. It scores its audio against the text block it holds
-  (positives on the diagonal only for its own block, the first one), then passes the text block to the next device
-  in the ring with `ppermute`, P - 1 times for P batch shards. No device ever holds more than an (n, n) block of
-  logits: the per-block step is rematerialised in the backward pass, so the scan keeps only the (n, D) text blocks
-  as residuals, not the logits. Per-device sums are added with `psum` and divided by the global batch B.
+  Forward: each device holds its own (n, D) audio and text blocks. It scores its audio against the text block it
+  holds (positives on the diagonal only for its own block, the first one), then passes the text block to the next
+  device in the ring with `ppermute`, P - 1 times for P batch shards; the per-device sums are added with `psum` and
+  divided by the global batch B.
+
+  Backward (a custom VJP, so autodiff stores no per-step residuals): the text blocks go around the ring again,
+  each travelling with an (n, D) accumulator of its own gradient; every device adds its block's contribution to the
+  accumulator it holds, and one last rotation brings each accumulator home. Audio gradients stay local; temperature
+  and bias gradients are psum-ed. Each device therefore holds at most one (n, n) block of logits and a few (n, D)
+  blocks, in both passes, whatever P is. Forward-mode differentiation (jvp) is not supported.
 
   Args:
     audio_emb: (B, D) global array, sharded PartitionSpec(batch_axes, None).
@@ -118,26 +145,54 @@ def contrastive_sigmoid_chunked(audio_emb: jax.Array, text_emb: jax.Array, tempe
     raise ValueError(f"contrastive_sigmoid_chunked: global batch {global_batch} is not divisible by the "
                      f"{num_shards} shards of mesh axes {axes}")
   ring = [(shard, (shard + 1) % num_shards) for shard in range(num_shards)]
+  pass_on = lambda block: jax.lax.ppermute(block, axes, ring)  # to the next device; receive the previous one's
+  batch_spec, replicated = PartitionSpec(axes, None), PartitionSpec()
 
-  def negatives_step(audio_block, temperature, bias, carry):
-    text_block, total = carry
-    text_block = jax.lax.ppermute(text_block, axes, ring)  # (n, D): the previous device's text block
-    total = total + _sigmoid_block_loss(audio_block, text_block, temperature, bias, positives_on_diagonal=False)
-    return text_block, total
-
-  def per_device(audio_block, text_block, temperature, bias):
-    audio_block, text_block = _f32(audio_block), _f32(text_block)  # (n, D) each
+  def forward_per_device(audio_block, text_block, temperature, bias):
     total = _sigmoid_block_loss(audio_block, text_block, temperature, bias, positives_on_diagonal=True)
-    if num_shards > 1:
-      step = jax.checkpoint(lambda carry: negatives_step(audio_block, temperature, bias, carry), prevent_cse=False)
-      _, total = jax.lax.fori_loop(0, num_shards - 1, lambda _, carry: step(carry), (text_block, total))
+
+    def negatives(_, carry):
+      text_block, total = carry
+      text_block = pass_on(text_block)  # (n, D)
+      return text_block, total + _sigmoid_block_loss(audio_block, text_block, temperature, bias, False)
+
+    _, total = jax.lax.fori_loop(0, num_shards - 1, negatives, (text_block, total))
     return jax.lax.psum(total, axes) / global_batch
 
-  batch_spec = PartitionSpec(axes, None)
-  sharded = jax.shard_map(per_device, mesh=mesh,
-                          in_specs=(batch_spec, batch_spec, PartitionSpec(), PartitionSpec()),
-                          out_specs=PartitionSpec())
-  return sharded(audio_emb, text_emb, _f32(temperature), _f32(bias))
+  def backward_per_device(audio_block, text_block, temperature, bias, cotangent):
+    scale = cotangent / global_batch
+    d_audio, d_text, d_temperature, d_bias = _sigmoid_block_grads(audio_block, text_block, temperature, bias,
+                                                                  True, scale)
+
+    def negatives(_, carry):
+      text_block, d_text, d_audio, d_temperature, d_bias = carry
+      text_block, d_text = pass_on(text_block), pass_on(d_text)  # (n, D) each: a block and its gradient so far
+      grads = _sigmoid_block_grads(audio_block, text_block, temperature, bias, False, scale)
+      return (text_block, d_text + grads[1], d_audio + grads[0], d_temperature + grads[2], d_bias + grads[3])
+
+    carry = (text_block, d_text, d_audio, d_temperature, d_bias)
+    _, d_text, d_audio, d_temperature, d_bias = jax.lax.fori_loop(0, num_shards - 1, negatives, carry)
+    d_text = pass_on(d_text)  # after P rotations in all, each text gradient is back on its owner
+    return d_audio, d_text, jax.lax.psum(d_temperature, axes), jax.lax.psum(d_bias, axes)
+
+  forward = jax.shard_map(forward_per_device, mesh=mesh, in_specs=(batch_spec, batch_spec, replicated, replicated),
+                          out_specs=replicated)
+  backward = jax.shard_map(backward_per_device, mesh=mesh,
+                           in_specs=(batch_spec, batch_spec, replicated, replicated, replicated),
+                           out_specs=(batch_spec, batch_spec, replicated, replicated))
+
+  @jax.custom_vjp
+  def ring_loss(audio_emb, text_emb, temperature, bias):
+    return forward(audio_emb, text_emb, temperature, bias)
+
+  def ring_loss_fwd(audio_emb, text_emb, temperature, bias):
+    return forward(audio_emb, text_emb, temperature, bias), (audio_emb, text_emb, temperature, bias)
+
+  def ring_loss_bwd(residuals, cotangent):
+    return backward(*residuals, cotangent)
+
+  ring_loss.defvjp(ring_loss_fwd, ring_loss_bwd)
+  return ring_loss(_f32(audio_emb), _f32(text_emb), _f32(temperature), _f32(bias))
 
 
 def caption_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array, label_smoothing: float = 0.0,

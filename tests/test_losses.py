@@ -284,14 +284,18 @@ def test_chunked_sigmoid_equals_dense_value_and_gradients(mesh_name):
   mesh = make_mesh(mesh_name)
   audio, text, audio_sharded, text_sharded = sharded_embeddings(mesh, seed=41)
   temperature, bias = jnp.float32(0.3), jnp.float32(-2.0)
+  weight = 2.5  # as in a weighted hybrid objective: the backward pass must use the incoming cotangent
   chunked = jax.jit(jax.value_and_grad(
-      lambda a, t, tau, b: losses.contrastive_sigmoid_chunked(a, t, tau, b, mesh=mesh), argnums=(0, 1, 2, 3)))
-  dense = jax.value_and_grad(losses.contrastive_sigmoid, argnums=(0, 1, 2, 3))
+      lambda a, t, tau, b: weight * losses.contrastive_sigmoid_chunked(a, t, tau, b, mesh=mesh),
+      argnums=(0, 1, 2, 3)))
+  dense = jax.value_and_grad(lambda a, t, tau, b: weight * losses.contrastive_sigmoid(a, t, tau, b),
+                             argnums=(0, 1, 2, 3))
   value, grads = chunked(audio_sharded, text_sharded, temperature, bias)
   want_value, want_grads = dense(audio, text, temperature, bias)
   np.testing.assert_allclose(float(value), float(want_value), rtol=1e-5)
-  np.testing.assert_allclose(float(value), sigmoid_reference(audio.astype(np.float64), text.astype(np.float64),
-                                                             0.3, -2.0), rtol=1e-5)
+  np.testing.assert_allclose(float(value), weight * sigmoid_reference(
+      audio.astype(np.float64), text.astype(np.float64), 0.3, -2.0), rtol=1e-5)
+  assert grads[0].sharding.is_equivalent_to(audio_sharded.sharding, 2)  # gradients come back batch-sharded
   for name, got, want in zip(("audio", "text", "temperature", "bias"), grads, want_grads):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-6, err_msg=name)
 
@@ -325,7 +329,10 @@ def test_chunked_sigmoid_never_builds_global_logits(mesh_name):
       lambda a, t, tau, b: losses.contrastive_sigmoid_chunked(a, t, tau, b, mesh=mesh), argnums=(0, 1, 2, 3))
   shapes = _all_shapes(jax.make_jaxpr(chunked)(audio_sharded, text_sharded, 0.3, -2.0).jaxpr)
   assert ((per_device, per_device), True) in shapes  # the per-device block of logits is there ...
-  assert not [s for s in shapes if _touches_global_batch(*s)]  # ... and nothing spanning the global batch
+  assert not [s for s in shapes if _touches_global_batch(*s)]  # ... and nothing spanning the global batch,
+  largest_block = per_device * max(per_device, EMBED_DIM)
+  assert not [s for s, is_per_device in shapes if is_per_device and np.prod(s) > largest_block]  # nor a stack of
+  # per-step residuals: in both passes each device holds O(n (n + D)) floats, whatever the number of devices.
   # The same scan finds the (B, B) logits of the dense loss, so the check above can fail.
   dense_shapes = _all_shapes(jax.make_jaxpr(jax.grad(losses.contrastive_sigmoid, argnums=(0, 1)))(
       audio_sharded, text_sharded, 0.3, -2.0).jaxpr)
