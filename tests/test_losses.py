@@ -217,6 +217,13 @@ def test_caption_xent_ignores_masked_positions():
   assert not np.asarray(grad)[~mask].any()  # masked positions get exactly zero gradient
 
 
+def test_caption_xent_of_an_all_padding_batch_is_zero_not_nan():
+  rng = np.random.default_rng(26)
+  logits, targets, mask = caption_batch(rng)
+  value = losses.caption_xent(logits, targets, np.zeros_like(mask), 0.1)
+  assert float(value) == 0.0
+
+
 def test_caption_xent_sums_and_counts_accumulate_exactly():
   """Micro-batches with different token counts: summed numerators / summed counts = the full-batch reference."""
   rng = np.random.default_rng(24)
