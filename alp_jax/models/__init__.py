@@ -1,0 +1,48 @@
+"""Model registries: a model or audio encoder is found by the name in its config.
+
+Adding one is a new file plus one line here; no trainer changes. Entries are callables
+`(cfg, *, rngs) -> nnx.Module`: for MODELS cfg is the whole config, for AUDIO_ENCODERS it is
+config.model.audio. Model files reach the encoder registry at construction time through the
+module (`from alp_jax import models; models.encoder_from_config(...)`), which keeps the import
+cycle with this file harmless.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import ml_collections
+from flax import nnx
+from flax.core import meta
+
+from alp_jax.models import audio_encoder, two_towers
+
+AUDIO_ENCODERS = {
+    "transformer": audio_encoder.TransformerAudioEncoder,
+}
+
+MODELS = {
+    "two_towers": two_towers.TwoTowers,
+}
+
+
+def _sharding_context() -> contextlib.AbstractContextManager:
+  """Eager parameter sharding only while a mesh is active (it needs a mesh and axis rules)."""
+  if meta.global_mesh_defined():
+    return contextlib.nullcontext()
+  return nnx.use_eager_sharding(False)
+
+
+def encoder_from_config(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The audio encoder named by cfg.name (config.model.audio)."""
+  if cfg.name not in AUDIO_ENCODERS:
+    raise ValueError(f"unknown audio encoder {cfg.name!r}; registered: {sorted(AUDIO_ENCODERS)}")
+  with _sharding_context():
+    return AUDIO_ENCODERS[cfg.name](cfg, rngs=rngs)
+
+
+def build_model(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The model named by config.model.name, built from the whole config."""
+  if config.model.name not in MODELS:
+    raise ValueError(f"unknown model {config.model.name!r}; registered: {sorted(MODELS)}")
+  with _sharding_context():
+    return MODELS[config.model.name](config, rngs=rngs)
