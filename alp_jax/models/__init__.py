@@ -15,6 +15,7 @@ from flax import nnx
 from flax.core import meta
 
 from alp_jax.models import audio_encoder, two_towers
+from alp_jax.models import captioner, hybrid
 
 AUDIO_ENCODERS = {
     "transformer": audio_encoder.TransformerAudioEncoder,
@@ -22,6 +23,8 @@ AUDIO_ENCODERS = {
 
 MODELS = {
     "two_towers": two_towers.TwoTowers,
+    "captioner": captioner.Captioner,
+    "hybrid": hybrid.Hybrid,
 }
 
 

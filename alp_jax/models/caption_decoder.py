@@ -29,10 +29,11 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 from flax import nnx
 
 from alp_jax.data.tokenizer import BOS_ID, EOS_ID
-from alp_jax.models import layers
+from alp_jax.models import layers, sizes
 
 
 def caption_target_mask(caption_tokens: jax.Array, caption_mask: jax.Array, parallel: jax.Array,
@@ -253,23 +254,34 @@ class CaptionDecoder(nnx.Module):
     return logits + self.output_bias[...].astype(jnp.float32)
 
 
-def decoder_from_config(model_cfg: Any, *, audio_width: int, rngs: nnx.Rngs) -> CaptionDecoder:
-  """Build a CaptionDecoder from `model_cfg.decoder` (sizes) and `model_cfg.vocab_size`.
+def default_config() -> ml_collections.ConfigDict:
+  """config.model.decoder; study values in the comments."""
+  cfg = ml_collections.ConfigDict()
+  cfg.size = "base"  # width / heads / MLP from alp_jax/models/sizes.py; base = BART-base (768, 12, 3072)
+  cfg.depth = -1  # -1: half the size's depth (base -> 6 = BART-base; study: 6, text encoder 2x deeper)
+  cfg.num_heads = -1  # -1: the size's heads (base -> 12 = BART-base); study toolkit: 8
+  cfg.max_len = 128  # longest caption (tokens, EOS included); study toolkit: 128
+  cfg.positions = "sinusoidal"  # study toolkit: sinusoidal | learned (BART)
+  cfg.tie_embeddings = False  # study toolkit: untied output projection
+  cfg.parallel_predicts_eos = False  # study toolkit: parallel rows predict the caption without EOS
+  cfg.dropout = 0.1  # study toolkit: 0.1
+  cfg.scan_layers = True
+  cfg.remat_policy = "none"
+  cfg.attention_impl = "einsum"  # einsum (CPU) | dot_product_attention (fused on GPU)
+  cfg.dtype = "float32"  # compute dtype; "bfloat16" on accelerators (params stay float32)
+  return cfg
 
-  Fields of model_cfg.decoder (all optional except where a size preset is missing): width, depth,
-  num_heads, mlp_dim, max_len, positions, tie_embeddings, parallel_predicts_eos, dropout,
-  attention_impl, scan_layers, remat_policy. `model_cfg.dtype` / `model_cfg.param_dtype` give the
-  compute and storage dtypes when present.
-  """
-  cfg = model_cfg.decoder
-  get = lambda name, default: cfg.get(name, default)
+
+def decoder_from_config(cfg: ml_collections.ConfigDict, *, vocab_size: int, audio_width: int,
+                        rngs: nnx.Rngs) -> CaptionDecoder:
+  """A CaptionDecoder from config.model.decoder (see `default_config`)."""
+  size = sizes.size_settings(cfg.size)
+  depth = cfg.depth if cfg.depth > 0 else max(size["depth"] // 2, 1)
+  num_heads = cfg.num_heads if cfg.num_heads > 0 else size["num_heads"]
   return CaptionDecoder(
-      model_cfg.vocab_size, rngs=rngs, width=get("width", 768), depth=get("depth", 6),
-      num_heads=get("num_heads", 12), mlp_dim=get("mlp_dim", 3072), audio_width=audio_width,
-      max_len=get("max_len", 128), positions=get("positions", "sinusoidal"),
-      tie_embeddings=get("tie_embeddings", False),
-      parallel_predicts_eos=get("parallel_predicts_eos", False), dropout=get("dropout", 0.1),
-      attention_impl=get("attention_impl", "einsum"), scan_layers=get("scan_layers", True),
-      remat_policy=get("remat_policy", "none"),
-      dtype=jnp.dtype(model_cfg.get("dtype", "float32")),
-      param_dtype=jnp.dtype(model_cfg.get("param_dtype", "float32")))
+      vocab_size, rngs=rngs, width=size["width"], depth=depth, num_heads=num_heads,
+      mlp_dim=size["mlp_dim"], audio_width=audio_width, max_len=cfg.max_len,
+      positions=cfg.positions, tie_embeddings=cfg.tie_embeddings,
+      parallel_predicts_eos=cfg.parallel_predicts_eos, dropout=cfg.dropout,
+      attention_impl=cfg.attention_impl, scan_layers=cfg.scan_layers,
+      remat_policy=cfg.remat_policy, dtype=sizes.compute_dtype(cfg.dtype))
