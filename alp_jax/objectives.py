@@ -6,7 +6,8 @@ config.loss (`loss_cfg`) fields read here (study values in brackets):
   kind                "contrastive" (= "softmax") | "sigmoid" | "sigmoid_chunked" | "captioning" |
                       "hybrid"
   reduction           softmax loss: "mean" (ours) | "sum" [toolkit: sum]
-  embed_reg           add losses.embedding_regulariser to the contrastive loss [toolkit: True]
+  embedding_regulariser  weight of losses.embedding_regulariser added to the contrastive loss
+                      [toolkit: embed_reg on, weight 1.0]
   label_smoothing     caption token cross-entropy [0.1]
   parallel_fraction   share of rows decoded in parallel-prediction mode [0.75]
   contrastive_kind    hybrid only: "softmax" | "sigmoid" | "sigmoid_chunked"
@@ -102,8 +103,9 @@ def _contrastive_loss(kind: str, out: dict[str, jax.Array], loss_cfg: ml_collect
                          "jax.set_mesh(mesh)")
       loss = losses.contrastive_sigmoid_chunked(audio_emb, text_emb, temperature, out["bias"],
                                                 mesh=mesh)
-  if loss_cfg.get("embed_reg", False):
-    loss = loss + losses.embedding_regulariser(audio_emb, text_emb)
+  weight = loss_cfg.get("embedding_regulariser", 0.0)
+  if weight:
+    loss = loss + weight * losses.embedding_regulariser(audio_emb, text_emb)
   return loss
 
 
@@ -127,6 +129,48 @@ def _caption_metrics(out: dict[str, jax.Array], targets: jax.Array) -> dict[str,
   }
 
 
+def loss_terms_with_outputs(model: nnx.Module, batch: dict[str, Any],
+                            loss_cfg: ml_collections.ConfigDict, *, train: bool,
+                            rng: jax.Array | None, parallel: jax.Array | None = None,
+                            mesh: jax.sharding.Mesh | None = None, contrastive: bool = True
+                            ) -> tuple[dict[str, jax.Array], dict[str, jax.Array],
+                                       dict[str, jax.Array]]:
+  """`loss_terms` plus the model's out_dict; contrastive=False skips the contrastive loss (terms
+  keep 0 there), for callers that compute it themselves on gathered embeddings (GradCache)."""
+  contrastive_kind = _contrastive_kind(loss_cfg)
+  has_caption = _has_caption(loss_cfg)
+  if rng is None:
+    model_rngs, parallel_rng = None, None
+  else:
+    augment_key, dropout_key, parallel_rng = jax.random.split(rng, 3)
+    model_rngs = nnx.Rngs(augment=augment_key, dropout=dropout_key)
+  if has_caption:
+    if parallel is None:
+      parallel = draw_parallel(parallel_rng, batch["caption_tokens"].shape[0],
+                               loss_cfg.get("parallel_fraction", 0.0))
+    _, out = model(batch, train=train, rngs=model_rngs, parallel=parallel)
+  else:
+    _, out = model(batch, train=train, rngs=model_rngs)
+
+  zero = jnp.zeros((), jnp.float32)
+  terms = {"contrastive": zero, "caption_sum": zero, "caption_count": zero}
+  metrics: dict[str, jax.Array] = {}
+  if contrastive_kind is not None:
+    if contrastive:
+      terms["contrastive"] = _contrastive_loss(contrastive_kind, out, loss_cfg, mesh)
+      metrics["contrastive_loss"] = terms["contrastive"]
+    metrics.update(_contrastive_metrics(out))
+  if has_caption:
+    targets = batch["caption_tokens"]
+    caption_sum, caption_count = losses.caption_xent(
+        out["logits"], targets, out["caption_target_mask"],
+        label_smoothing=loss_cfg.get("label_smoothing", 0.0), reduction="sum_and_count")
+    terms["caption_sum"], terms["caption_count"] = caption_sum, caption_count
+    metrics["caption_loss"] = caption_sum / jnp.maximum(caption_count, 1.0)
+    metrics.update(_caption_metrics(out, targets))
+  return terms, metrics, out
+
+
 def loss_terms(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collections.ConfigDict, *,
                train: bool, rng: jax.Array | None, parallel: jax.Array | None = None,
                mesh: jax.sharding.Mesh | None = None
@@ -148,36 +192,8 @@ def loss_terms(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collection
       (float32 scalars; 0 without a caption part), and metrics: a2t_top1, temperature (and bias),
       token_accuracy, parallel_fraction, contrastive_loss / caption_loss as applicable.
   """
-  contrastive = _contrastive_kind(loss_cfg)
-  has_caption = _has_caption(loss_cfg)
-  if rng is None:
-    model_rngs, parallel_rng = None, None
-  else:
-    augment_key, dropout_key, parallel_rng = jax.random.split(rng, 3)
-    model_rngs = nnx.Rngs(augment=augment_key, dropout=dropout_key)
-  if has_caption:
-    if parallel is None:
-      parallel = draw_parallel(parallel_rng, batch["caption_tokens"].shape[0],
-                               loss_cfg.get("parallel_fraction", 0.0))
-    _, out = model(batch, train=train, rngs=model_rngs, parallel=parallel)
-  else:
-    _, out = model(batch, train=train, rngs=model_rngs)
-
-  zero = jnp.zeros((), jnp.float32)
-  terms = {"contrastive": zero, "caption_sum": zero, "caption_count": zero}
-  metrics: dict[str, jax.Array] = {}
-  if contrastive is not None:
-    terms["contrastive"] = _contrastive_loss(contrastive, out, loss_cfg, mesh)
-    metrics["contrastive_loss"] = terms["contrastive"]
-    metrics.update(_contrastive_metrics(out))
-  if has_caption:
-    targets = batch["caption_tokens"]
-    caption_sum, caption_count = losses.caption_xent(
-        out["logits"], targets, out["caption_target_mask"],
-        label_smoothing=loss_cfg.get("label_smoothing", 0.0), reduction="sum_and_count")
-    terms["caption_sum"], terms["caption_count"] = caption_sum, caption_count
-    metrics["caption_loss"] = caption_sum / jnp.maximum(caption_count, 1.0)
-    metrics.update(_caption_metrics(out, targets))
+  terms, metrics, _ = loss_terms_with_outputs(model, batch, loss_cfg, train=train, rng=rng,
+                                              parallel=parallel, mesh=mesh)
   return terms, metrics
 
 

@@ -54,6 +54,15 @@ class Hybrid(nnx.Module):
         config.model.decoder, vocab_size=config.model.vocab_size,
         audio_width=self.towers.audio_encoder.output_dim, rngs=rngs)
 
+  def temperature(self) -> jax.Array:
+    """The contrastive temperature (float32 scalar), as `TwoTowers.temperature`."""
+    return self.towers.temperature()
+
+  @property
+  def logit_bias(self) -> nnx.Param | None:
+    """The sigmoid loss's logit bias parameter (None for a softmax loss), as on TwoTowers."""
+    return self.towers.logit_bias
+
   def __call__(self, batch: dict[str, Any], *, train: bool = False, rngs: nnx.Rngs | None = None,
                parallel: jax.Array | None = None
                ) -> tuple[tuple[tuple[jax.Array, jax.Array], jax.Array], dict[str, jax.Array]]:
