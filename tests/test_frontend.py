@@ -215,6 +215,33 @@ def test_normalisation_and_matmul_dft():
   np.testing.assert_allclose(via_matmul, raw, atol=2e-3)
 
 
+def test_batch_sharded_frontend_needs_no_collectives():
+  """On a batch-sharded mesh each device featurises its own examples (no all-gather)."""
+  mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  by_batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(("data", "fsdp")))
+  num_samples = 4000
+  audio = np.round(chirp_and_noise(num_samples, seed=4) * 20000).astype(np.int16)
+  batch = np.stack([np.roll(audio, 97 * row) for row in range(8)])
+  mask = prefix_mask(np.linspace(1000, num_samples, 8).astype(int), num_samples)
+  cfg = frontend.default_frontend_config()
+  cfg.spec_augment.time_warp_factor = 5
+
+  def featurise(key, waveform, sample_mask):
+    features, frame_mask = frontend.log_mel(waveform, sample_mask, cfg)
+    return frontend.spec_augment(key, features, frame_mask, cfg.spec_augment), frame_mask
+
+  step = jax.jit(featurise)
+  sharded_args = (jax.random.key(0), jax.device_put(batch, by_batch), jax.device_put(mask, by_batch))
+  compiled = step.lower(*sharded_args).compile()
+  hlo = compiled.as_text()
+  assert "all-gather" not in hlo and "all-reduce" not in hlo and "all-to-all" not in hlo
+  sharded = compiled(*sharded_args)
+  single = step(jax.random.key(0), batch, mask)
+  assert sharded[0].sharding.spec[0] == ("data", "fsdp")
+  np.testing.assert_allclose(sharded[0], single[0], atol=1e-4)
+  np.testing.assert_array_equal(sharded[1], single[1])
+
+
 # ----------------------------------------------------------------------------------------------
 # SpecAugment
 

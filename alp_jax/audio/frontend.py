@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
 
 from alp_jax.audio.specaugment import default_spec_augment_config, spec_augment
 
@@ -247,11 +248,40 @@ def _frames(waveform: jax.Array, sample_counts: jax.Array, cfg: ml_collections.C
   return frames[..., :win_length]
 
 
+@functools.partial(custom_partitioning, static_argnums=(1,))
+def _rfft_power(frames: jax.Array, n_fft: int) -> jax.Array:
+  """|rfft_N(frame)|^2 (B, T, W) -> (B, T, F), partitioned along the leading (batch) axes."""
+  spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (B, T, F) complex64
+  return jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+
+
+def _keep_leading_axes(sharding, ndim: int):
+  spec = tuple(sharding.spec) + (None,) * (ndim - len(sharding.spec))
+  return jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec(*spec[:-1], None))
+
+
+def _rfft_power_partition(n_fft, mesh, arg_shapes, result_shape):
+  del result_shape
+  sharding = _keep_leading_axes(arg_shapes[0].sharding, len(arg_shapes[0].shape))
+  return mesh, functools.partial(_rfft_power.fun, n_fft=n_fft), sharding, (sharding,)
+
+
+def _rfft_power_infer(n_fft, mesh, arg_shapes, result_shape):
+  del n_fft, mesh, result_shape
+  return _keep_leading_axes(arg_shapes[0].sharding, len(arg_shapes[0].shape))
+
+
+# XLA's partitioner replicates an FFT (it all-gathers a batch-sharded input first); this rule
+# keeps each device's FFT on its own examples.
+_rfft_power.def_partition(
+    partition=_rfft_power_partition, infer_sharding_from_operands=_rfft_power_infer,
+    sharding_rule="... w -> ... f", need_replication_factors=("w", "f"))
+
+
 def _power_spectrum(frames: jax.Array, n_fft: int, fft_impl: str) -> jax.Array:
   """|DFT_N(frame zero-padded to N)|^2 per frame: (B, T, W) -> (B, T, F)."""
   if fft_impl == "rfft":
-    spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (B, T, F) complex64
-    return jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+    return _rfft_power(frames, n_fft)
   if fft_impl == "matmul":
     win_length, num_bins = frames.shape[-1], n_fft // 2 + 1
     phase = 2 * np.pi * np.outer(np.arange(win_length), np.arange(num_bins)) / n_fft  # (W, F)
