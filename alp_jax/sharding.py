@@ -37,7 +37,16 @@ def default_mesh_config() -> ml_collections.ConfigDict:
       dcn_data=1, dcn_fsdp=1, dcn_tensor=1,  # sizes across slices/nodes (multi-slice TPU, multi-node GPU)
       rules=DEFAULT_RULES,
       min_sharded_size=2**14,          # params at least this big must end up sharded when their rule says so
+      num_devices=0,                   # 0: all devices; n: the first n (debugging, tests)
   ))
+
+
+def devices_from_config(cfg: ml_collections.ConfigDict):
+  n = cfg.get("num_devices", 0)
+  devices = jax.devices()
+  if n and n > len(devices):
+    raise ValueError(f"config.mesh.num_devices={n} but only {len(devices)} devices exist")
+  return devices[:n] if n else devices
 
 
 def _fill(sizes: Sequence[int], total: int, what: str) -> list[int]:

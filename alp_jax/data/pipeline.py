@@ -46,6 +46,9 @@ def default_data_config() -> ml_collections.ConfigDict:
       worker_count=0,           # grain worker processes (0: threads in this process)
       num_threads=8,            # reader threads per process
       prefetch_buffer_size=64,  # elements
+      emulate_process_count=0,  # >1 on a single process: build the global batch exactly as that many hosts
+                                # would (each host's share, concatenated in process order); for debugging
+                                # multi-host data layouts and for tests comparing against multi-process runs
   ))
 
 
@@ -199,6 +202,30 @@ def eval_dataset(cfg, global_batch_size: int, *, process_index: int = 0, process
   transform = ExampleTransform(_tokenizer_path(cfg), int(round(cfg.crop_seconds * SAMPLE_RATE)),
                                cfg.max_caption_tokens, train=False)
   return ds.seed(cfg.seed).random_map(transform).batch(host_batch, drop_remainder=drop_remainder)
+
+
+class _ConcatHosts:
+  """Item i = the i-th batch of each emulated host, concatenated in process order."""
+
+  def __init__(self, parts):
+    self.parts = parts
+
+  def __call__(self, i: int) -> dict:
+    batches = [p[i] for p in self.parts]
+    return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+
+def host_iterator(cfg, global_batch_size: int, *, process_index: int = 0, process_count: int = 1):
+  """The training iterator of this process (see `train_dataset`), honouring data.emulate_process_count."""
+  emulate = cfg.get("emulate_process_count", 0)
+  if emulate and emulate > 1:
+    if process_count != 1:
+      raise ValueError("data.emulate_process_count is for single-process runs only")
+    parts = [train_dataset(cfg, global_batch_size, process_index=p, process_count=emulate) for p in range(emulate)]
+    dataset = grain.MapDataset.range(len(parts[0])).map(_ConcatHosts(parts))
+  else:
+    dataset = train_dataset(cfg, global_batch_size, process_index=process_index, process_count=process_count)
+  return to_iterator(dataset, cfg)
 
 
 def to_iterator(dataset: grain.MapDataset, cfg):

@@ -69,7 +69,7 @@ class TwoTowers(nnx.Module):
     self.text_head = heads.ProjectionHead(self.text_encoder.output_dim, model_cfg.head, rngs=rngs,
                                           dtype=sizes.compute_dtype(model_cfg.text.dtype))
     loss_kind = config.loss.get("kind", "softmax") if "loss" in config else "softmax"
-    if loss_kind == "sigmoid":
+    if loss_kind in ("sigmoid", "sigmoid_chunked"):
       init, learnable = model_cfg.sigmoid.temperature_init, model_cfg.sigmoid.learnable
       self.logit_bias = nnx.Param(jnp.asarray(model_cfg.sigmoid.bias_init, jnp.float32))
     else:

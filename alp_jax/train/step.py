@@ -150,9 +150,17 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
     params, rest = state["params"], state["rest"]
     if k == 1:
+      # Row modes drawn exactly as in the accumulated path, so both give the same gradients.
+      parallel_rng, model_rng = jax.random.split(rng)
+      parallel = None
+      if objectives._has_caption(loss_cfg):
+        parallel = objectives.draw_parallel(parallel_rng, batch["audio"].shape[0],
+                                            loss_cfg.get("parallel_fraction", 0.0))
+
       def loss_fn(p):
         model = nnx.merge(graphdef, p, rest)
-        return objectives.compute_loss(model, batch, loss_cfg, train=True, rng=rng, mesh=mesh)
+        return objectives.compute_loss(model, batch, loss_cfg, train=True, rng=model_rng, parallel=parallel,
+                                       mesh=mesh)
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     else:
       loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k, mesh)

@@ -90,7 +90,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   workdir = Path(workdir)
   # --- Distributed and mesh.
   distributed.maybe_initialize(config.get("distributed"))
-  mesh = sharding_lib.mesh_from_config(config.mesh)
+  mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
   sharding_lib.check_global_batch(config.batch_size, mesh)
   _log(f"[train] {jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"mesh {dict(mesh.shape)}")
@@ -101,9 +101,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
   process_index, process_count = jax.process_index(), jax.process_count()
-  dataset = pipeline.train_dataset(config.data, config.batch_size, process_index=process_index,
-                                   process_count=process_count)
-  data_iter = pipeline.to_iterator(dataset, config.data)
+  data_iter = pipeline.host_iterator(config.data, config.batch_size, process_index=process_index,
+                                     process_count=process_count)
 
   # --- Model, optimizer, shardings.
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
@@ -140,7 +139,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   flops = perf.compiled_flops(compiled)
   _log(perf.memory_summary(compiled))
   peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
-  _log(f"[train] step: {flops / 1e9:.1f} GFLOP, device matmul peak {peak / 1e9:.0f} GFLOP/s"
+  _log(f"[train] step: {flops * jax.device_count() / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
+       f"peak {peak / 1e9:.0f} GFLOP/s"
        if flops else "[train] step FLOPs unavailable from the compiler")
 
   # --- Evaluators.
@@ -167,8 +167,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     steps_per_s = (log_step - last_step) / max(now - last_time, 1e-9)
     last_time, last_step = now, log_step
     m.update(steps_per_s=steps_per_s, samples_per_s=steps_per_s * config.batch_size)
-    if flops and peak:
-      m["mfu"] = flops * steps_per_s / (peak * jax.device_count())
+    if flops and peak:  # compiled FLOPs are per device (one SPMD partition); so is the peak
+      m["mfu"] = flops * steps_per_s / peak
     losses[log_step] = m["loss"]
     writer.write(log_step, m)
     eta = (config.total_steps - log_step) / max(steps_per_s, 1e-9)

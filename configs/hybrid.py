@@ -1,0 +1,40 @@
+"""Hybrid (CoCa-style) pretraining: one audio encoder, a contrastive text tower and a caption decoder;
+loss = contrastive_weight * contrastive + caption_weight * captioning. The study trains the two objectives
+separately; this is our extension.
+
+  python -m alp_jax.train --config configs/hybrid.py:tiny --workdir runs/hybrid_tiny
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import ml_collections  # noqa: E402
+
+import cappa  # noqa: E402
+import clap  # noqa: E402
+import common  # noqa: E402
+from alp_jax.models import hybrid  # noqa: E402
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  variants = common.parse_variants(arg)
+  contrastive, captioning = clap.get_config(arg), cappa.get_config(arg)
+  c = contrastive
+  c.model = hybrid.default_config()
+  c.model.audio = contrastive.model.audio
+  c.model.text = contrastive.model.text
+  c.model.head = contrastive.model.head
+  c.model.decoder = captioning.model.decoder
+  c.loss = ml_collections.ConfigDict(dict(
+      kind="hybrid",
+      contrastive_kind="softmax",   # softmax | sigmoid | sigmoid_chunked
+      reduction=contrastive.loss.reduction,
+      contrastive_weight=1.0,
+      caption_weight=1.0,
+      parallel_fraction=captioning.loss.parallel_fraction,
+      label_smoothing=captioning.loss.label_smoothing,
+  ))
+  if "sigmoid" in variants:
+    c.loss.contrastive_kind = "sigmoid"
+  return c
