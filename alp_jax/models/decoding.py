@@ -7,15 +7,15 @@ Dimension letters:
 Decoding recomputes the whole decoder over the (B,L) token buffer at every step instead of keeping a
 KV cache: at step i the buffer holds the tokens chosen so far followed by PAD, the caption mask is all
 True and self-attention is causal, so the logits at position i depend only on [BOS] + tokens[:i] and
-are exactly the teacher-forced logits `score_captions` uses. This costs O(L) decoder passes of length
-L (quadratic in L) but has one static shape, no cache bookkeeping, and cannot drift from training.
+are exactly the teacher-forced logits `score_captions` uses. This costs L full decoder passes (L times
+one teacher-forced pass) but has one static shape, no cache bookkeeping, and cannot drift from training.
 The audio frames are projected once per step as part of that pass.
 
-Every loop is a `jax.lax.while_loop` over positions with a static max_len that stops early once every
-sequence has emitted EOS; the functions are `nnx.jit`-ed (max_len, beam_size, ... static). A finished
-sequence stays finished: every later position holds PAD and adds nothing to its score. PAD and BOS are
-never generated. Scores are sums of log-probabilities under the full vocabulary softmax, so the score
-of a returned caption equals `score_captions` of it.
+Every loop is a `jax.lax.while_loop` over positions with a static max_len that stops early once
+every sequence has emitted EOS; the functions are `nnx.jit`-ed (max_len, beam_size, chunk_size
+static). A finished sequence stays finished: every later position holds PAD and adds nothing to its
+score. PAD and BOS are never generated. Scores are sums of log-probabilities under the full
+vocabulary softmax, so the score of a returned caption equals `score_captions` of it.
 """
 from __future__ import annotations
 
@@ -92,10 +92,10 @@ def greedy_decode(decoder: CaptionDecoder, audio_frames: jax.Array, audio_frame_
   return tokens, _mask_through_eos(tokens), scores
 
 
-@functools.partial(nnx.jit, static_argnames=("max_len", "beam_size", "length_penalty"))
+@functools.partial(nnx.jit, static_argnames=("max_len", "beam_size"))
 def beam_search(decoder: CaptionDecoder, audio_frames: jax.Array, audio_frame_mask: jax.Array,
                 max_len: int, beam_size: int = 4,
-                length_penalty: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
+                length_penalty: float | jax.Array = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Beam-search captions: the best of `beam_size` beams per clip.
 
   Beams are ranked by their raw summed log-probability while searching; a finished beam keeps its
