@@ -311,7 +311,7 @@ def _music_notes(attrs: dict) -> list[tuple[float, float, int, int]]:
   """(start s, end s, channel, MIDI note) of every note in the clip."""
   end = max(attrs["seconds"] - 0.35, 0.3)
   beat = 60.0 / attrs["tempo_bpm"]
-  starts = np.arange(0.05, end - 0.05, beat)
+  starts = np.arange(0.05, max(end - 0.05, 0.06), beat)  # at least one beat, however short the clip
   pattern = attrs["pattern"]
   if pattern == "drums":  # a rock beat: kick on 1 and 3, snare on 2 and 4, closed hi-hat on every eighth
     notes = []
@@ -385,8 +385,12 @@ SOUND_RATES = (16000, 16000, 22050, 32000, 48000)
 
 def _draw_sound(rng: np.random.Generator, sound_type: str) -> dict:
   """Parameters of one sox-synthesised sound of `sound_type` (all drawn here, so rendering is pure)."""
-  u = lambda lo, hi, nd=1: round(float(rng.uniform(lo, hi)), nd)  # noqa: E731
-  pick = lambda options: options[int(rng.integers(len(options)))]  # noqa: E731
+  def u(lo: float, hi: float, digits: int = 1) -> float:
+    return round(float(rng.uniform(lo, hi)), digits)
+
+  def pick(options: tuple):
+    return options[int(rng.integers(len(options)))]
+
   p: dict = {"sound_type": sound_type}
   if sound_type == "tone":
     p.update(wave=pick(("sine", "square", "sawtooth", "triangle")), hz=u(150, 2000, 0))
