@@ -127,7 +127,8 @@ def _speech_short(attrs: dict, rng: np.random.Generator) -> str:
 _CHORD_MOODS = {"major": ("bright", "happy", "cheerful"), "minor": ("sad", "melancholic", "dark"),
                 "dominant seventh": ("bluesy", "unresolved", "jazzy"), "major seventh": ("dreamy", "jazzy", "soft"),
                 "minor seventh": ("mellow", "smooth", "jazzy"), "diminished": ("tense", "uneasy", "suspenseful"),
-                "augmented": ("eerie", "mysterious", "unsettled"), "suspended fourth": ("open", "floating", "unresolved"),
+                "augmented": ("eerie", "mysterious", "unsettled"),
+                "suspended fourth": ("open", "floating", "unresolved"),
                 "power": ("heavy", "strong", "rock-like")}
 _DYNAMICS = {"soft": ("softly", "gently", "quietly"), "medium": ("at a moderate volume", "evenly", "steadily"),
              "loud": ("loudly", "forcefully", "strongly")}
@@ -364,9 +365,9 @@ def _mix_content(attrs: dict, rng: np.random.Generator) -> str:
 
 def _mix_tags(attrs: dict, rng: np.random.Generator) -> str:
   snr = _pick(rng, _snr_words(attrs["background"]["snr_db"]))
-  return (_speech_tags(attrs, rng) + ", " +
-          _pick(rng, (f"{snr} background {attrs['background']['sound_type']}",
-                      f"background: {attrs['background']['sound_type']}", f"noisy, {attrs['background']['sound_type']}")))
+  background = attrs["background"]["sound_type"]
+  return _speech_tags(attrs, rng) + ", " + _pick(
+      rng, (f"{snr} background {background}", f"background: {background}", f"noisy, {background}"))
 
 
 def _mix_scene(attrs: dict, rng: np.random.Generator) -> str:
