@@ -22,12 +22,12 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory):
-  """Raw builds (no prepare): seed 0 twice, seed 1 once."""
+  """Raw builds (no prepare): seed 0 twice (with 2 workers and with 1), seed 1 once."""
   out = {}
-  for name, seed in (("a", 0), ("b", 0), ("other", 1)):
+  for name, seed, workers in (("a", 0, 2), ("b", 0, 1), ("other", 1, 2)):
     folder = tmp_path_factory.mktemp(f"demo_{name}")
-    out[name] = demo_corpus.build(folder, num_clips=NUM_CLIPS, seed=seed, clip_seconds=CLIP_SECONDS, workers=2,
-                                  quiet=True, run_prepare=False)
+    out[name] = demo_corpus.build(folder, num_clips=NUM_CLIPS, seed=seed, clip_seconds=CLIP_SECONDS,
+                                  workers=workers, quiet=True, run_prepare=False)
   return out
 
 
