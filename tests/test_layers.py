@@ -23,7 +23,7 @@ def _masks():
 
 def _numpy_attention(attention, queries, keys_values, mask):
   """Plain NumPy multi-head attention with the module's weights, head by head."""
-  p = {name: np.asarray(getattr(attention, name).value, np.float64) for name in (
+  p = {name: np.asarray(getattr(attention, name)[...], np.float64) for name in (
       "query_kernel", "key_kernel", "value_kernel", "query_bias", "key_bias", "value_bias",
       "out_kernel", "out_bias")}
   b, t, _ = queries.shape
@@ -70,7 +70,7 @@ def test_attention_matches_numpy_and_impls_agree():
   # Non-zero biases so the reference checks them too.
   for name in ("query_bias", "key_bias", "value_bias", "out_bias"):
     param = getattr(attention, name)
-    param.value = jnp.asarray(rng.normal(size=param.value.shape), jnp.float32)
+    param.set_value(jnp.asarray(rng.normal(size=param.shape), jnp.float32))
   got = np.asarray(attention(jnp.asarray(queries), jnp.asarray(keys_values), jnp.asarray(mask)))
   want = _numpy_attention(attention, queries.astype(np.float64), keys_values.astype(np.float64),
                           mask)

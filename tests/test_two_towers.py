@@ -120,13 +120,13 @@ def test_train_mode_and_learnable_temperature():
   grads = nnx.jit(nnx.grad(similarity_over_temperature, argnums=only_temperature))(model)
   # d/d(log t) of s / exp(log t) = -s / t
   want = -float(jnp.sum(clean * clean_text)) / 0.07
-  np.testing.assert_allclose(float(grads["log_temperature"].value), want, rtol=1e-4)
+  np.testing.assert_allclose(float(grads["log_temperature"][...]), want, rtol=1e-4)
 
 
 def test_sigmoid_loss_gets_siglip_temperature_and_bias():
   sigmoid = models.build_model(_config(loss_kind="sigmoid"), rngs=nnx.Rngs(0))
   np.testing.assert_allclose(float(sigmoid.temperature()), 0.1, rtol=1e-6)  # SigLIP t' = log 10
-  np.testing.assert_allclose(float(sigmoid.logit_bias.value), -10.0)
+  np.testing.assert_allclose(float(sigmoid.logit_bias[...]), -10.0)
   assert isinstance(sigmoid.log_temperature, nnx.Param)
 
 

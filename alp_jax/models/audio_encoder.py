@@ -89,8 +89,8 @@ class TransformerAudioEncoder(nnx.Module):
                keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     stacked, mask = stack_frames(features.astype(jnp.float32), frame_mask, self.stack)
     x = jnp.einsum("btm,md->btd", stacked.astype(self.dtype),
-                   self.patch_kernel.value.astype(self.dtype))  # (B,T',s*M) x (s*M,D) -> (B,T',D)
-    x = x + self.patch_bias.value.astype(self.dtype)
+                   self.patch_kernel[...].astype(self.dtype))  # (B,T',s*M) x (s*M,D) -> (B,T',D)
+    x = x + self.patch_bias[...].astype(self.dtype)
     length, width = x.shape[1], x.shape[2]
     if self.position_embedding == "learned":
       x = x + self.positions(length).astype(self.dtype)[None]

@@ -64,10 +64,10 @@ class ProjectionHead(nnx.Module):
     dtype = self.dtype
     x = x.astype(dtype)
     if self.kind == "mlp2":
-      x = jnp.einsum("...d,df->...f", x, self.hidden_kernel.value.astype(dtype))  # (...,F)
-      x = jax.nn.relu(x + self.hidden_bias.value.astype(dtype))
-    x = jnp.einsum("...f,fe->...e", x, self.out_kernel.value.astype(dtype))  # (...,E)
-    return x + self.out_bias.value.astype(dtype)
+      x = jnp.einsum("...d,df->...f", x, self.hidden_kernel[...].astype(dtype))  # (...,F)
+      x = jax.nn.relu(x + self.hidden_bias[...].astype(dtype))
+    x = jnp.einsum("...f,fe->...e", x, self.out_kernel[...].astype(dtype))  # (...,E)
+    return x + self.out_bias[...].astype(dtype)
 
 
 def audio_embedding(head: ProjectionHead, frames: jax.Array, frame_mask: jax.Array,

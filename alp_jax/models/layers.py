@@ -120,7 +120,7 @@ class LearnedPositions(nnx.Module):
     if length > self.max_length:
       raise ValueError(f"sequence of {length} positions exceeds max_length={self.max_length}; "
                        "raise the model's max_frames / max_tokens setting")
-    return self.table.value[:length]  # (T,D)
+    return self.table[...][:length]  # (T,D)
 
 
 class Attention(nnx.Module):
@@ -157,10 +157,10 @@ class Attention(nnx.Module):
                deterministic: bool = True, dropout_key: jax.Array | None = None) -> jax.Array:
     dtype = self.dtype
     queries, keys_values = queries.astype(dtype), keys_values.astype(dtype)
-    wq, wk, wv = (w.value.astype(dtype) for w in (self.query_kernel, self.key_kernel,
+    wq, wk, wv = (w[...].astype(dtype) for w in (self.query_kernel, self.key_kernel,
                                                    self.value_kernel))
-    bq, bk, bv = (b.value.astype(dtype) for b in (self.query_bias, self.key_bias, self.value_bias))
-    wo = self.out_kernel.value.astype(dtype)
+    bq, bk, bv = (b[...].astype(dtype) for b in (self.query_bias, self.key_bias, self.value_bias))
+    wo = self.out_kernel[...].astype(dtype)
     scale = 1.0 / math.sqrt(self.head_dim)
     if self.impl == "einsum":
       q = jnp.einsum("btd,dhk->bhtk", queries, wq) + bq[:, None, :]  # (B,H,T,K)
@@ -178,7 +178,7 @@ class Attention(nnx.Module):
       v = jnp.einsum("bsd,dhk->bshk", keys_values, wv) + bv  # (B,S,H,K)
       mixed = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)  # (B,T,H,K)
       out = jnp.einsum("bthk,hkd->btd", mixed, wo)  # (B,T,D)
-    out = out + self.out_bias.value.astype(dtype)
+    out = out + self.out_bias[...].astype(dtype)
     if mask is not None:
       query_has_keys = jnp.any(mask, axis=-1)[:, 0, :, None]  # (B,T,1)
       out = jnp.where(query_has_keys, out, jnp.zeros_like(out))
@@ -203,11 +203,11 @@ class Mlp(nnx.Module):
                dropout_key: jax.Array | None = None) -> jax.Array:
     dtype = self.dtype
     hidden_key, out_key = split_key(dropout_key, 2)
-    hidden = jnp.einsum("btd,df->btf", x.astype(dtype), self.hidden_kernel.value.astype(dtype))
-    hidden = jax.nn.gelu(hidden + self.hidden_bias.value.astype(dtype), approximate=False)
+    hidden = jnp.einsum("btd,df->btf", x.astype(dtype), self.hidden_kernel[...].astype(dtype))
+    hidden = jax.nn.gelu(hidden + self.hidden_bias[...].astype(dtype), approximate=False)
     hidden = dropout(hidden, self.dropout, hidden_key, deterministic)  # (B,T,F)
-    out = jnp.einsum("btf,fd->btd", hidden, self.out_kernel.value.astype(dtype))  # (B,T,D)
-    out = out + self.out_bias.value.astype(dtype)
+    out = jnp.einsum("btf,fd->btd", hidden, self.out_kernel[...].astype(dtype))  # (B,T,D)
+    out = out + self.out_bias[...].astype(dtype)
     return dropout(out, self.dropout, out_key, deterministic)
 
 

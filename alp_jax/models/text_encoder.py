@@ -60,8 +60,8 @@ class TextEncoder(nnx.Module):
                deterministic: bool = True,
                dropout_key: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
     b, length = caption_tokens.shape
-    tokens = jnp.take(self.token_embedding.value, caption_tokens, axis=0)  # (B,L,D)
-    cls = jnp.broadcast_to(self.cls_embedding.value, (b, 1, tokens.shape[-1]))  # (B,1,D)
+    tokens = jnp.take(self.token_embedding[...], caption_tokens, axis=0)  # (B,L,D)
+    cls = jnp.broadcast_to(self.cls_embedding[...], (b, 1, tokens.shape[-1]))  # (B,1,D)
     x = jnp.concatenate([cls, tokens], axis=1) + self.positions(length + 1)[None]  # (B,L+1,D)
     mask = jnp.concatenate([jnp.ones((b, 1), bool), caption_mask.astype(bool)], axis=1)
     embed_key, encoder_key = layers.split_key(dropout_key, 2)

@@ -84,7 +84,7 @@ class TwoTowers(nnx.Module):
   def temperature(self) -> jax.Array:
     """The current temperature (a float32 scalar); logits = similarities / temperature."""
     if self.learnable_temperature:
-      return jnp.exp(self.log_temperature.value)
+      return jnp.exp(self.log_temperature[...])
     return jnp.asarray(self.fixed_temperature, jnp.float32)
 
   def encode_audio(self, audio: jax.Array, audio_mask: jax.Array, *, train: bool = False,
@@ -139,5 +139,5 @@ class TwoTowers(nnx.Module):
         "temperature": self.temperature(),
     }
     if self.logit_bias is not None:
-      out_dict["bias"] = self.logit_bias.value
+      out_dict["bias"] = self.logit_bias[...]
     return (audio_emb, text_emb), out_dict
