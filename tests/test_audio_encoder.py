@@ -179,3 +179,20 @@ def test_every_matrix_has_logical_axis_names(scan_layers):
       if scan_layers and "blocks" in path:
         assert names[0] == "layers", (path, names)
   assert checked > 10
+
+
+def test_parameters_are_born_sharded_under_a_mesh_with_rules():
+  from alp_jax import models
+  mesh = jax.make_mesh((2, 4), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  rules = (("embed", "fsdp"), ("mlp", None), ("heads", None), ("kv", None), ("mel", None),
+           ("layers", None))
+  cfg = _tiny_config()
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules), nnx.use_eager_sharding(True):
+    abstract = nnx.eval_shape(lambda: models.encoder_from_config(cfg, rngs=nnx.Rngs(0)))
+    specs = nnx.get_partition_spec(nnx.state(abstract, nnx.Param))
+    hidden_spec = specs["encoder"]["blocks"]["mlp"]["hidden_kernel"].get_value()
+    assert hidden_spec == jax.P(None, "fsdp", None)  # ("layers", "embed", "mlp") under the rules
+    encoder = nnx.jit(lambda: models.encoder_from_config(cfg, rngs=nnx.Rngs(0)))()
+  kernel = encoder.encoder.blocks.mlp.hidden_kernel[...]  # (L,D,F) stacked over layers
+  assert kernel.sharding.spec == jax.P(None, "fsdp")
+  assert kernel.addressable_shards[0].data.shape == (4, 128 // 4, 512)
