@@ -228,7 +228,7 @@ def _frames(waveform: jax.Array, sample_counts: jax.Array, cfg: ml_collections.C
   win_length, hop_length, n_fft = frame_geometry(cfg)
   num_samples = waveform.shape[1]
   if cfg.convention == "kaldi":
-    # Kaldi: frame centre at t * H + H // 2, so the window starts H // 2 - W // 2 before t * H.
+    # Kaldi: frame t is centred on t * H + H // 2, so its window starts at t * H + H//2 - W//2.
     first_sample, mode = hop_length // 2 - win_length // 2, "symmetric"
   else:
     # librosa: the n_fft frame is centred on t * H and the window sits centred inside it.
