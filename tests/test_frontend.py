@@ -65,7 +65,8 @@ def test_librosa_convention_matches_librosa(pad_mode):
   assert features.shape == (2, 1 + num_samples // 160, 80)
 
 
-@pytest.mark.parametrize("num_bins,n_fft,fmin,fmax", [(80, 512, 0.0, 0.0), (64, 1024, 50.0, 7000.0)])
+@pytest.mark.parametrize("num_bins,n_fft,fmin,fmax",
+                         [(80, 512, 0.0, 0.0), (64, 1024, 50.0, 7000.0)])
 def test_slaney_filterbank_matches_librosa(num_bins, n_fft, fmin, fmax):
   ours = frontend.slaney_mel_filterbank(num_bins, n_fft, float(SR), fmin, fmax)
   theirs = librosa.filters.mel(sr=SR, n_fft=n_fft, n_mels=num_bins, fmin=fmin,
@@ -92,7 +93,10 @@ def kaldi_mel_banks_reference(num_bins, n_fft, sample_rate, low_freq, high_freq)
     for i in range(n_fft // 2):
       m = mel(sample_rate * i / n_fft)
       if left < m < right:
-        banks[i, b] = (m - left) / (centre - left) if m <= centre else (right - m) / (right - centre)
+        if m <= centre:
+          banks[i, b] = (m - left) / (centre - left)
+        else:
+          banks[i, b] = (right - m) / (right - centre)
   return banks
 
 
@@ -184,15 +188,15 @@ def test_padding_changes_no_valid_frame():
   padded = np.zeros((2, padded_samples), np.int16)
   padded[:, :clip_samples] = clip
   padded[1, clip_samples:] = -7000  # masked samples are never read
-  features, frame_mask = jitted_log_mel(cfg)(padded, prefix_mask([clip_samples] * 2, padded_samples))
+  padded_mask = prefix_mask([clip_samples] * 2, padded_samples)
+  features, frame_mask = jitted_log_mel(cfg)(padded, padded_mask)
   valid = frontend.num_frames(clip_samples, cfg)
   assert valid == 30 and int(alone_mask.sum()) == valid
   np.testing.assert_array_equal(np.asarray(frame_mask).sum(axis=1), [valid, valid])
   np.testing.assert_allclose(features[0, :valid], alone[0], atol=1e-5)
   np.testing.assert_array_equal(features[0], features[1])
   # int16 input is the float waveform times 32768
-  as_float = jitted_log_mel(cfg)(padded.astype(np.float32) / 32768.0,
-                                 prefix_mask([clip_samples] * 2, padded_samples))[0]
+  as_float = jitted_log_mel(cfg)(padded.astype(np.float32) / 32768.0, padded_mask)[0]
   np.testing.assert_allclose(as_float, features, atol=1e-5)
 
 
@@ -231,7 +235,8 @@ def test_batch_sharded_frontend_needs_no_collectives():
     return frontend.spec_augment(key, features, frame_mask, cfg.spec_augment), frame_mask
 
   step = jax.jit(featurise)
-  sharded_args = (jax.random.key(0), jax.device_put(batch, by_batch), jax.device_put(mask, by_batch))
+  sharded_args = (jax.random.key(0), jax.device_put(batch, by_batch),
+                  jax.device_put(mask, by_batch))
   compiled = step.lower(*sharded_args).compile()
   hlo = compiled.as_text()
   assert "all-gather" not in hlo and "all-reduce" not in hlo and "all-to-all" not in hlo
