@@ -219,6 +219,30 @@ def test_normalisation_and_matmul_dft():
   np.testing.assert_allclose(via_matmul, raw, atol=2e-3)
 
 
+def test_rfft_path_vmaps_and_differentiates_like_the_matmul_dft():
+  num_samples = 1600
+  audio = (chirp_and_noise(2 * num_samples, seed=5).reshape(2, num_samples) * 0.5)
+  audio = audio.astype(np.float32)
+  mask = np.ones((2, num_samples), bool)
+  rfft_cfg = frontend.default_frontend_config()
+  matmul_cfg = frontend.default_frontend_config()
+  matmul_cfg.fft_impl = "matmul"
+
+  def features(cfg, waveform):
+    return frontend.log_mel(waveform, mask, cfg)[0]
+
+  per_row = jax.jit(jax.vmap(lambda row, row_mask: frontend.log_mel(
+      row[None], row_mask[None], rfft_cfg)[0][0]))(audio, mask)
+  np.testing.assert_allclose(per_row, jitted_log_mel(rfft_cfg)(audio, mask)[0], atol=1e-5)
+  direction = np.random.default_rng(6).standard_normal(audio.shape).astype(np.float32)
+  _, rfft_tangent = jax.jit(lambda w, d: jax.jvp(
+      functools.partial(features, rfft_cfg), (w,), (d,)))(audio, direction)
+  _, matmul_tangent = jax.jit(lambda w, d: jax.jvp(
+      functools.partial(features, matmul_cfg), (w,), (d,)))(audio, direction)
+  scale = np.abs(matmul_tangent).max()
+  np.testing.assert_allclose(rfft_tangent / scale, matmul_tangent / scale, atol=1e-3)
+
+
 def test_batch_sharded_frontend_needs_no_collectives():
   """On a batch-sharded mesh each device featurises its own examples (no all-gather)."""
   mesh = jax.make_mesh((4, 2), ("data", "fsdp"), axis_types=(jax.sharding.AxisType.Auto,) * 2)

@@ -248,11 +248,16 @@ def _frames(waveform: jax.Array, sample_counts: jax.Array, cfg: ml_collections.C
   return frames[..., :win_length]
 
 
-@functools.partial(custom_partitioning, static_argnums=(1,))
-def _rfft_power(frames: jax.Array, n_fft: int) -> jax.Array:
-  """|rfft_N(frame)|^2 (B, T, W) -> (B, T, F), partitioned along the leading (batch) axes."""
-  spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (B, T, F) complex64
+def _plain_rfft_power(frames: jax.Array, n_fft: int) -> jax.Array:
+  """|rfft_N(frame)|^2: (..., W) -> (..., F)."""
+  spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)  # (..., F) complex64
   return jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+
+
+# XLA's partitioner replicates an FFT (it all-gathers a batch-sharded input first), so the rfft
+# goes through custom_partitioning: each device transforms its own examples. custom_partitioning
+# has no batching or differentiation rules; custom_vmap and custom_jvp below supply them.
+_partitioned_rfft_power = custom_partitioning(_plain_rfft_power, static_argnums=(1,))
 
 
 def _keep_leading_axes(sharding, ndim: int):
@@ -263,7 +268,7 @@ def _keep_leading_axes(sharding, ndim: int):
 def _rfft_power_partition(n_fft, mesh, arg_shapes, result_shape):
   del result_shape
   sharding = _keep_leading_axes(arg_shapes[0].sharding, len(arg_shapes[0].shape))
-  return mesh, functools.partial(_rfft_power.fun, n_fft=n_fft), sharding, (sharding,)
+  return mesh, functools.partial(_plain_rfft_power, n_fft=n_fft), sharding, (sharding,)
 
 
 def _rfft_power_infer(n_fft, mesh, arg_shapes, result_shape):
@@ -271,11 +276,34 @@ def _rfft_power_infer(n_fft, mesh, arg_shapes, result_shape):
   return _keep_leading_axes(arg_shapes[0].sharding, len(arg_shapes[0].shape))
 
 
-# XLA's partitioner replicates an FFT (it all-gathers a batch-sharded input first); this rule
-# keeps each device's FFT on its own examples.
-_rfft_power.def_partition(
+_partitioned_rfft_power.def_partition(
     partition=_rfft_power_partition, infer_sharding_from_operands=_rfft_power_infer,
     sharding_rule="... w -> ... f", need_replication_factors=("w", "f"))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _rfft_power(frames: jax.Array, n_fft: int) -> jax.Array:
+  """|rfft_N(frame)|^2 (..., W) -> (..., F), partitioned along the leading (batch) axes."""
+
+  @jax.custom_batching.custom_vmap
+  def batched(frames):
+    return _partitioned_rfft_power(frames, n_fft)
+
+  @batched.def_vmap
+  def _(axis_size, in_batched, frames):  # the op maps leading axes; the vmapped one is one more
+    del axis_size
+    return _partitioned_rfft_power(frames, n_fft), in_batched[0]
+
+  return batched(frames)
+
+
+@_rfft_power.defjvp
+def _rfft_power_jvp(n_fft, primals, tangents):
+  (frames,), (frames_dot,) = primals, tangents
+  spectrum = jnp.fft.rfft(frames, n=n_fft, axis=-1)
+  spectrum_dot = jnp.fft.rfft(frames_dot, n=n_fft, axis=-1)
+  power_dot = 2 * (spectrum.real * spectrum_dot.real + spectrum.imag * spectrum_dot.imag)
+  return _rfft_power(frames, n_fft), power_dot
 
 
 def _power_spectrum(frames: jax.Array, n_fft: int, fft_impl: str) -> jax.Array:
