@@ -86,7 +86,8 @@ def caption_target_count(model: nnx.Module, batch: dict[str, Any],
 
 def _contrastive_loss(kind: str, out: dict[str, jax.Array], loss_cfg: ml_collections.ConfigDict,
                       mesh: jax.sharding.Mesh | None) -> jax.Array:
-  audio_emb, text_emb, temperature = out["audio_embedding"], out["text_embedding"], out["temperature"]
+  audio_emb, text_emb = out["audio_embedding"], out["text_embedding"]
+  temperature = out["temperature"]
   if kind == "softmax":
     loss = losses.contrastive_softmax(audio_emb, text_emb, temperature,
                                       reduction=loss_cfg.get("reduction", "mean"))

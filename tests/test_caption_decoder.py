@@ -1,5 +1,5 @@
-"""Caption decoder: NumPy reference forward, no target leakage in parallel mode, causality in AR mode,
-padding invariance, mixed batches (tiny shapes, few compiles)."""
+"""Caption decoder: NumPy reference forward, no target leakage in parallel mode, causality in AR
+mode, padding invariance, mixed batches (tiny shapes, few compiles)."""
 import jax
 import jax.numpy as jnp
 import numpy as np

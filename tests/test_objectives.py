@@ -1,5 +1,5 @@
-"""Objective glue: hybrid = weighted parts, metrics against NumPy, exact token-weighted accumulation,
-the parallel-row draw, and one jitted grad step per loss kind (tiny models, batch 8)."""
+"""Objective glue: hybrid = weighted parts, metrics against NumPy, exact token-weighted
+accumulation, the parallel-row draw, one jitted grad step per loss kind (tiny models, batch 8)."""
 import functools
 
 import jax

@@ -1,26 +1,28 @@
-"""Caption decoder: a Transformer that reads audio frames through cross-attention and predicts a caption.
+"""Caption decoder: a Transformer that reads audio frames by cross-attention and predicts a caption.
 
 Dimension letters:
   B batch, L caption length (tokens), T audio frames, D decoder width, A audio-frame width,
   V vocabulary, H heads.
 
-Two input modes, chosen per example by the boolean `parallel` (B,) (CapPa, Tschannen et al. 2023; the
-study mixes 25% autoregressive with 75% parallel examples):
+Two input modes, chosen per example by the boolean `parallel` (B,) (CapPa, Tschannen et al.
+2023; the study mixes 25% autoregressive with 75% parallel examples):
 
-- autoregressive (parallel False): the input is [BOS] + caption_tokens[:-1] and self-attention is causal,
-  so the logits at position i see only tokens < i. Targets: caption_tokens (caption, then EOS).
+- autoregressive (parallel False): the input is [BOS] + caption_tokens[:-1] and self-attention is
+  causal, so the logits at position i see only tokens < i. Targets: caption_tokens (caption, EOS).
 - parallel prediction (parallel True): every input position is one learned [MASK] embedding and
-  self-attention is bidirectional over the valid positions, so each token is predicted from the audio
-  (and the caption length) alone. Targets: the caption tokens; with `parallel_predicts_eos=False` (the
-  study toolkit's choice) the EOS position is dropped from both the input and the targets.
+  self-attention is bidirectional over the valid positions, so each token is predicted from the
+  audio (and the caption length) alone. Targets: the caption tokens; with
+  `parallel_predicts_eos=False` (the study toolkit's choice) the EOS position is dropped from both
+  the input and the targets.
 
-`caption_target_mask` gives the positions whose logits are trained in either mode; the key padding mask
-of the self-attention is that same mask. One forward pass handles a mixed batch: inputs and masks are
-selected per example with `jnp.where`.
+`caption_target_mask` gives the positions whose logits are trained in either mode; the key padding
+mask of the self-attention is that same mask. One forward pass handles a mixed batch: inputs and
+masks are selected per example with `jnp.where`.
 
-Blocks are pre-LayerNorm: x + SelfAttention(LN x), x + CrossAttention(LN x, audio frames), x + Mlp(LN x),
-then a final LayerNorm and the output projection (untied by default, as in the study; tied to the token
-embedding optionally). Positions are sinusoidal (study) or learned (BART). Logits are float32.
+Blocks are pre-LayerNorm: x + SelfAttention(LN x), x + CrossAttention(LN x, audio frames),
+x + Mlp(LN x), then a final LayerNorm and the output projection (untied by default, as in the
+study; optionally tied to the token embedding). Positions are sinusoidal (study) or learned (BART).
+Logits are float32.
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def shift_right(caption_tokens: jax.Array) -> jax.Array:
 
 
 class DecoderBlock(nnx.Module):
-  """Pre-LN block: self-attention (causal or bidirectional by mask), cross-attention to audio, MLP."""
+  """Pre-LN block: self-attention (causal or bidirectional, by mask), cross-attention, MLP."""
 
   def __init__(self, width: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
@@ -85,11 +87,11 @@ class DecoderBlock(nnx.Module):
 
 
 class CaptionDecoder(nnx.Module):
-  """Token embedding + [MASK] embedding + positions, `depth` DecoderBlocks, final LN, vocab projection.
+  """Token and [MASK] embeddings + positions, `depth` DecoderBlocks, final LN, vocab projection.
 
-  Defaults are BART-base sized (6 layers, 768 wide, 12 heads, MLP 3072); the study toolkit used 8 heads.
-  `audio_width` is the width of the audio frames fed to cross-attention; when it differs from `width` a
-  bias-free linear map projects the frames first (as the study toolkit does).
+  Defaults are BART-base sized (6 layers, 768 wide, 12 heads, MLP 3072); the study toolkit used 8
+  heads. `audio_width` is the width of the audio frames fed to cross-attention; when it differs
+  from `width` a bias-free linear map projects the frames first (as the study toolkit does).
   `scan_layers` / `remat_policy` behave as in `layers.Encoder`.
   """
 
@@ -257,8 +259,8 @@ class CaptionDecoder(nnx.Module):
 def default_config() -> ml_collections.ConfigDict:
   """config.model.decoder; study values in the comments."""
   cfg = ml_collections.ConfigDict()
-  cfg.size = "base"  # width / heads / MLP from alp_jax/models/sizes.py; base = BART-base (768, 12, 3072)
-  cfg.depth = -1  # -1: half the size's depth (base -> 6 = BART-base; study: 6, text encoder 2x deeper)
+  cfg.size = "base"  # width / heads / MLP from models/sizes.py; base = BART-base (768, 12, 3072)
+  cfg.depth = -1  # -1: half the size's depth (base -> 6 = BART-base; study: 6, text encoder 12)
   cfg.num_heads = -1  # -1: the size's heads (base -> 12 = BART-base); study toolkit: 8
   cfg.max_len = 128  # longest caption (tokens, EOS included); study toolkit: 128
   cfg.positions = "sinusoidal"  # study toolkit: sinusoidal | learned (BART)

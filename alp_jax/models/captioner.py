@@ -4,9 +4,10 @@ Dimension letters: B batch, S samples, T log-mel frames, T' encoder frames, D en
 L caption tokens, V vocabulary.
 
 Registry name "captioner". Reads config.model (see `default_config`) and config.frontend
-(alp_jax.audio.frontend.default_frontend_config). Which rows of a batch are parallel-prediction rows
-is the objective's choice (alp_jax.objectives draws it with probability config.loss.parallel_fraction)
-and is passed to `__call__`; without it every row is autoregressive (evaluation, scoring).
+(alp_jax.audio.frontend.default_frontend_config). Which rows of a batch are parallel-prediction
+rows is the objective's choice (alp_jax.objectives draws them with probability
+config.loss.parallel_fraction) and is passed to `__call__`; without it every row is
+autoregressive (evaluation, scoring).
 """
 from __future__ import annotations
 

@@ -4,12 +4,12 @@ Dimension letters:
   B batch (audio clips), K beams, N candidate captions, L caption length (static max_len),
   T audio frames, A audio-frame width, V vocabulary.
 
-Decoding recomputes the whole decoder over the (B,L) token buffer at every step instead of keeping a
-KV cache: at step i the buffer holds the tokens chosen so far followed by PAD, the caption mask is all
-True and self-attention is causal, so the logits at position i depend only on [BOS] + tokens[:i] and
-are exactly the teacher-forced logits `score_captions` uses. This costs L full decoder passes (L times
-one teacher-forced pass) but has one static shape, no cache bookkeeping, and cannot drift from training.
-The audio frames are projected once per step as part of that pass.
+Decoding recomputes the whole decoder over the (B,L) token buffer at every step instead of keeping
+a KV cache: at step i the buffer holds the tokens chosen so far followed by PAD, the caption mask is
+all True and self-attention is causal, so the logits at position i depend only on [BOS] +
+tokens[:i] and are exactly the teacher-forced logits `score_captions` uses. This costs up to L full
+decoder passes (L times one teacher-forced pass, the cross-attention keys and values of the audio
+frames included) but has one static shape, no cache bookkeeping, and cannot drift from training.
 
 Every loop is a `jax.lax.while_loop` over positions with a static max_len that stops early once
 every sequence has emitted EOS; the functions are `nnx.jit`-ed (max_len, beam_size, chunk_size

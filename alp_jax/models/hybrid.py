@@ -4,11 +4,12 @@ caption decoder.
 Dimension letters: B batch, S samples, T' encoder frames, D encoder width, E joint embedding width,
 L caption tokens, V vocabulary.
 
-Registry name "hybrid". It composes a `TwoTowers` (audio encoder, text encoder, projection heads,
-temperature and, for a sigmoid loss, the logit bias) with a `CaptionDecoder` that cross-attends to the
-same audio frames, so the waveform is encoded once per step. config.model is the two-tower config plus
-a `decoder` entry (see `default_config`); config.loss.contrastive_kind ("softmax" | "sigmoid" |
-"sigmoid_chunked") picks the contrastive loss, and with it whether the towers carry a logit bias.
+Registry name "hybrid". It composes a `TwoTowers` (audio encoder, text encoder, projection
+heads, temperature and, for a sigmoid loss, the logit bias) with a `CaptionDecoder` that
+cross-attends to the same audio frames, so the waveform is encoded once per step. config.model is
+the two-tower config plus a `decoder` entry (see `default_config`); config.loss.contrastive_kind
+("softmax" | "sigmoid" | "sigmoid_chunked") picks the contrastive loss, and with it whether the
+towers carry a logit bias.
 """
 from __future__ import annotations
 
