@@ -38,6 +38,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.decoder.size = "base"
     c.model.audio.dtype = c.model.decoder.dtype = "bfloat16"
     c.model.audio.attention_impl = c.model.decoder.attention_impl = "dot_product_attention"
+    c.model.audio.scan_layers = c.model.decoder.scan_layers = True  # one compiled layer (accelerators)
     c.data.crop_seconds = 10.0
   if "ar_only" in variants:
     c.loss.parallel_fraction = 0.0

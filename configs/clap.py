@@ -40,6 +40,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.audio.size = c.model.text.size = "base"
     c.model.audio.dtype = c.model.text.dtype = "bfloat16"
     c.model.audio.attention_impl = c.model.text.attention_impl = "dot_product_attention"
+    c.model.audio.scan_layers = c.model.text.scan_layers = True  # one compiled layer (accelerators)
     c.loss.reduction = "sum"
     c.data.crop_seconds = 10.0
     c.data.max_caption_tokens = 32

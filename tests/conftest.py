@@ -16,8 +16,43 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory):
-  """A small demo corpus, built and prepared once per test session."""
+  """A small demo corpus, built, prepared and tokenized once per test session."""
   from alp_jax.data import demo_corpus
+  from alp_jax.data import tokenizer
   out = tmp_path_factory.mktemp("demo_corpus")
   demo_corpus.build(out, num_clips=48, seed=0, clip_seconds=2.0, workers=2, quiet=True)
+  tokenizer.train(out, vocab_size=256, quiet=True)
   return out
+
+
+def load_config(name: str, arg: str = "tiny"):
+  """configs/<name>.py:get_config(arg), importable from tests."""
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def make_test_config(name: str, corpus_dir, **overrides):
+  """A tiny config for tests: few shapes, short crops, no TensorBoard, synchronous checkpoints."""
+  cfg = load_config(name, "tiny")
+  cfg.data.corpus_dir = str(corpus_dir)
+  cfg.batch_size = 8
+  cfg.data.crop_seconds = 1.0
+  cfg.data.max_caption_tokens = 16
+  cfg.data.num_threads = 2
+  cfg.total_steps = 4
+  cfg.log_every = 1
+  cfg.checkpoint_every = 2
+  cfg.tensorboard = False
+  cfg.peak_flops_per_device = 1e9
+  for key, value in overrides.items():
+    node = cfg
+    *path, last = key.split("__")
+    for part in path:
+      node = node[part]
+    node[last] = value
+  return cfg

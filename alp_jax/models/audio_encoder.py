@@ -35,7 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.position_embedding = "sinusoidal"  # "sinusoidal" (any length) | "learned" (max_frames)
   cfg.max_frames = 1500  # output frames the learned table covers: 60 s at 25 Hz
   cfg.dropout = 0.0
-  cfg.scan_layers = True
+  cfg.scan_layers = False  # True on accelerators (base/large configs); see docs/models.md on CPU meshes
   cfg.remat_policy = "none"  # none | full | dots_saveable | nothing_saveable | ...
   cfg.attention_impl = "einsum"  # einsum (CPU) | dot_product_attention (fused on GPU)
   cfg.dtype = "float32"  # compute dtype; "bfloat16" on accelerators (params stay float32)

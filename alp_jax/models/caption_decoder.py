@@ -267,7 +267,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.tie_embeddings = False  # study toolkit: untied output projection
   cfg.parallel_predicts_eos = False  # study toolkit: parallel rows predict the caption without EOS
   cfg.dropout = 0.1  # study toolkit: 0.1
-  cfg.scan_layers = True
+  cfg.scan_layers = False  # True on accelerators (base/large configs); see docs/models.md on CPU meshes
   cfg.remat_policy = "none"
   cfg.attention_impl = "einsum"  # einsum (CPU) | dot_product_attention (fused on GPU)
   cfg.dtype = "float32"  # compute dtype; "bfloat16" on accelerators (params stay float32)

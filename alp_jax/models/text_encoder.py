@@ -27,7 +27,7 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.pooling = "cls"  # study: cls | mean
   cfg.max_tokens = 128  # caption tokens the position table covers (CLS excluded); study: 30
   cfg.dropout = 0.0  # BERT: 0.1
-  cfg.scan_layers = True
+  cfg.scan_layers = False  # True on accelerators (base/large configs); see docs/models.md on CPU meshes
   cfg.remat_policy = "none"
   cfg.attention_impl = "einsum"
   cfg.dtype = "float32"

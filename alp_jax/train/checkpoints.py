@@ -22,6 +22,12 @@ class Checkpointer:
                best_mode: str = "max", async_save: bool = True):
     self.directory = Path(workdir).absolute() / "checkpoints"
     self.best_metric = best_metric
+    if jax.devices()[0].platform == "cpu":
+      # Async saves run cross-device collectives (orbax's barrier) from a background thread; on CPU devices
+      # they interleave with the train step's collectives and deadlock XLA's in-process rendezvous. CPU
+      # checkpoints of CPU-sized models are quick to write synchronously.
+      async_save = False
+    self.async_save = async_save
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
         best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None, best_mode=best_mode,

@@ -165,12 +165,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
     else:
       loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k, mesh)
     grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     nonfinite = state["nonfinite"] + (~finite).astype(jnp.int32)
-    first = jnp.where((~finite) & (state["first_nonfinite_step"] < 0), step, state["first_nonfinite_step"])
+    # Steps are numbered as logged: the update that takes the state from step s to s+1 is step s+1.
+    first = jnp.where((~finite) & (state["first_nonfinite_step"] < 0), step + 1, state["first_nonfinite_step"])
     new_state = dict(step=step + 1, params=keep(new_params, params), rest=rest,
                      opt_state=keep(new_opt_state, state["opt_state"]), rng=state["rng"],
                      nonfinite=nonfinite, first_nonfinite_step=first)

@@ -105,6 +105,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
                                      process_count=process_count)
 
   # --- Model, optimizer, shardings.
+  scanned = [k for k in ("audio", "text", "decoder") if k in config.model and config.model[k].get("scan_layers")]
+  if scanned and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
+    _log(f"[train] warning: scan_layers on {scanned} with {mesh.size} CPU devices: jaxlib 0.10.2's CPU "
+         f"collectives inside scanned layers can deadlock (observed here); set scan_layers=False on CPU meshes")
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
   graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
   problems = sharding_lib.sharding_report(abstract["params"], shardings["params"], mesh, config.mesh.rules,
@@ -139,7 +143,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   flops = perf.compiled_flops(compiled)
   _log(perf.memory_summary(compiled))
   peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
-  _log(f"[train] step: {flops * jax.device_count() / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
+  _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
        f"peak {peak / 1e9:.0f} GFLOP/s"
        if flops else "[train] step FLOPs unavailable from the compiler")
 
@@ -150,13 +154,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   preemption = _Preemption()
   pending = None  # (step, device metrics) of the last log step: fetched one step late
-  last_time, last_step = time.perf_counter(), start_step
+  rate = {"origin": None}
+  loop_start = time.perf_counter()
   losses = {}
   step = start_step
   summary = {"workdir": str(workdir), "start_step": start_step}
 
   def flush(pending_item):
-    nonlocal last_time, last_step
     log_step, device_metrics = pending_item
     m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     if m.get("nonfinite", 0) > 0 and config.nonfinite == "stop":
@@ -164,8 +168,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
                                f"was not applied and the last checkpoint in {checkpointer.directory} is intact. "
                                f"Lower the learning rate, check the data, or set --config.nonfinite=skip")
     now = time.perf_counter()
-    steps_per_s = (log_step - last_step) / max(now - last_time, 1e-9)
-    last_time, last_step = now, log_step
+    # Averaged since the first log step (flushes are one step late and can bunch up around checkpoints);
+    # the first window includes the slower first execution.
+    origin_step, origin_time = rate["origin"] or (start_step, loop_start)
+    steps_per_s = (log_step - origin_step) / max(now - origin_time, 1e-9)
+    if rate["origin"] is None:
+      rate["origin"] = (log_step, now)
     m.update(steps_per_s=steps_per_s, samples_per_s=steps_per_s * config.batch_size)
     if flops and peak:  # compiled FLOPs are per device (one SPMD partition); so is the peak
       m["mfu"] = flops * steps_per_s / peak
