@@ -4,8 +4,10 @@
 
 1. corpus:  synthesise the demo corpus (espeak-ng, sox, fluidsynth), prepare it like any real corpus,
             train the caption tokenizer, and read batches through the grain pipeline (throughput).
-2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model, export both encoders.
-Every stage reuses what an earlier run finished, so a second `make demo` is quick.
+2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model on the demo corpus with the
+            same trainer as any run (python -m alp_jax.train), and export both audio encoders.
+Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
+`make demo` is quick.
 """
 from __future__ import annotations
 
@@ -54,6 +56,38 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
           "vocab_size": tok.vocab_size}
 
 
+def _load_config(name: str, arg: str):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(f"alp_config_{name}", REPO / "configs" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
+  from alp_jax import export
+  from alp_jax.train import trainer
+  results = {}
+  for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
+    _banner(f"{i}/3 pretrain a tiny {label} model ({name}) and export its encoder")
+    cfg = _load_config(name, "tiny")
+    cfg.data.corpus_dir = corpus_dir
+    if steps:
+      cfg.total_steps = steps
+    workdir = out / f"{name}_tiny"
+    t0 = time.monotonic()
+    summary = trainer.train(cfg, workdir)
+    seconds = time.monotonic() - t0
+    losses = summary["losses"]
+    meta = export.export(workdir, out / f"{name}_encoder")
+    first, last = (losses[min(losses)], losses[max(losses)]) if losses else (float("nan"),) * 2
+    results[name] = {"workdir": str(workdir), "encoder": str(out / f"{name}_encoder"), "steps": summary["final_step"],
+                     "params_M": round(summary["params"] / 1e6, 2), "first_loss": round(first, 4),
+                     "last_loss": round(last, 4), "train_seconds": round(seconds, 1),
+                     "encoder_params_M": round(meta["num_params"] / 1e6, 2)}
+  return results
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m alp_jax.demo", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -61,14 +95,18 @@ def main(argv=None) -> int:
   parser.add_argument("--clips", type=int, default=None, help="demo corpus size (default: the demo's default)")
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--stage", choices=("corpus", "all"), default="all")
+  parser.add_argument("--steps", type=int, default=400, help="training steps per model")
   args = parser.parse_args(argv)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   summary = {"corpus": stage_corpus(out, args.clips, args.workers)}
+  if args.stage == "all":
+    summary.update(stage_train(out, summary["corpus"]["corpus_dir"], args.steps))
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   _banner("summary")
   for section, values in summary.items():
     print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+  print(f"encoders: load with `from alp_jax import AudioEncoder; AudioEncoder.load('{out}/clap_encoder')`")
   print(f"wrote {out}/summary.json")
   return 0
 

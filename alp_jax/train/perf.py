@@ -18,6 +18,17 @@ def compiled_flops(compiled) -> float:
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
+def lowered_flops(lowered) -> float:
+  """FLOPs of a lowered (not yet partitioned) computation: the whole global step."""
+  try:
+    cost = lowered.cost_analysis()
+  except Exception:
+    return 0.0
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else {}
+  return float(cost.get("flops", 0.0)) if cost else 0.0
+
+
 def memory_summary(compiled) -> str:
   try:
     m = compiled.memory_analysis()

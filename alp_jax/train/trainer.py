@@ -141,6 +141,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   with jax.set_mesh(mesh):
     compiled = train_step.lower(state, batch_spec).compile()
   flops = perf.compiled_flops(compiled)
+  if scanned:  # the compiler counts a scanned layer once: count FLOPs on an unrolled lowering instead
+    unrolled = config.copy_and_resolve_references()
+    for k in scanned:
+      unrolled.model[k].scan_layers = False
+    g2, a2, s2 = state_lib.state_shardings(unrolled, mesh, tx)
+    step2 = step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2)
+    with jax.set_mesh(mesh):
+      flops = perf.lowered_flops(step2.lower(ckpt_lib.abstract_with_shardings(a2, s2), batch_spec)) / mesh.size
   _log(perf.memory_summary(compiled))
   peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
   _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
