@@ -1,0 +1,121 @@
+"""Evaluation CLI end to end on a tiny random-weight encoder: mixed rates/channels, a corrupt file,
+determinism, --random-init from an encoder folder and from a config."""
+import csv
+import json
+import pathlib
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import load_config
+
+RATES = (8000, 16000, 44100)
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
+
+def _tiny_meta() -> dict:
+  cfg = load_config("clap", "tiny")
+  cfg.data.crop_seconds = 1.0
+  return {"frontend": cfg.frontend.to_dict(), "audio": cfg.model.audio.to_dict(),
+          "crop_seconds": cfg.data.crop_seconds}
+
+
+@pytest.fixture(scope="module")
+def encoder_dir(tmp_path_factory):
+  """An exported-encoder folder (encoder_config.json + Orbax params) with seeded random weights."""
+  import orbax.checkpoint as ocp
+  from alp_jax import encoder_api
+  out = tmp_path_factory.mktemp("encoder")
+  encoder = encoder_api.AudioEncoder.build(_tiny_meta(), seed=3)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(out / encoder_api.PARAMS_DIR, encoder.encoder_params_pure())
+  (out / encoder_api.CONFIG_FILE).write_text(json.dumps({**_tiny_meta(), "step": 7}))
+  return out
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+  """Two classes (low tone vs. high tone in noise), files at 8, 16 and 44.1 kHz, some stereo, one corrupt."""
+  out = tmp_path_factory.mktemp("task")
+  (out / "audio").mkdir()
+  rng = np.random.default_rng(0)
+  rows = {"train": [], "test": []}
+  for i in range(24):
+    label = ("low", "high")[i % 2]
+    rate = RATES[i % 3]
+    seconds = 0.6 + 0.1 * (i % 5)
+    t = np.arange(int(seconds * rate)) / rate
+    tone = 0.5 * np.sin(2 * np.pi * (300.0 if label == "low" else 2400.0) * t)
+    audio = (tone + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+    if i % 4 == 1:
+      audio = np.stack([audio, 0.5 * audio], axis=1)   # stereo
+    name = f"audio/clip{i:02d}.{'flac' if i % 5 == 0 else 'wav'}"
+    sf.write(out / name, audio, rate)
+    rows["test" if i >= 16 else "train"].append((name, label))
+  (out / "audio" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+  rows["train"].append(("audio/broken.wav", "low"))
+  for split, split_rows in rows.items():
+    with open(out / f"{split}.csv", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["path", "label"])
+      writer.writerows(split_rows)
+  return out
+
+
+def _run(tmp_path, name, *args):
+  from alp_jax.evaluate.__main__ import main
+  out = tmp_path / f"{name}.json"
+  assert main([*args, "--out", str(out)]) == 0
+  return json.loads(out.read_text())
+
+
+def test_encoder_twice_is_identical_and_skips_corrupt(tmp_path, encoder_dir, task_dir, capsys):
+  first = _run(tmp_path, "a", "--encoder", str(encoder_dir), "--task-dir", str(task_dir), "--pooling", "both")
+  printed = capsys.readouterr().out
+  second = _run(tmp_path, "b", "--encoder", str(encoder_dir), "--task-dir", str(task_dir), "--pooling", "both")
+  assert [r["value"] for r in first["results"]] == [r["value"] for r in second["results"]]
+  assert [r["probe"] for r in first["results"]] == [r["probe"] for r in second["results"]]
+  assert [r["pooling"] for r in first["results"]] == ["mean", "attention"]
+  for row in first["results"]:
+    assert row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
+    assert row["skipped_files"] == 1 and row["skipped"][0].endswith("broken.wav")
+    assert row["probe"]["num_fit"] + row["probe"]["num_valid"] == 16   # 17 train rows, one corrupt
+    assert row["probe"]["num_test"] == 8
+  assert "broken.wav" in printed and "accuracy" in printed
+  protocol = first["protocol"]
+  assert protocol["encoder"]["step"] == 7 and protocol["window_seconds"] == 1.0
+  assert protocol["probe"]["learning_rates"] == [1e-3, 1e-2] and protocol["seed"] == 0
+
+
+def test_cache_reuses_embeddings(tmp_path, encoder_dir, task_dir):
+  args = ("--encoder", str(encoder_dir), "--task-dir", str(task_dir), "--pooling", "mean",
+          "--cache-dir", str(tmp_path / "cache"))
+  first = _run(tmp_path, "c1", *args)
+  second = _run(tmp_path, "c2", *args)
+  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+  assert second["results"][0]["embed_seconds"] == 0.0
+  assert first["results"][0]["value"] == second["results"][0]["value"]
+
+
+def test_random_init_from_folder_and_config_build_the_same_architecture(tmp_path, encoder_dir, task_dir):
+  import jax
+  from alp_jax.evaluate.__main__ import load_encoder
+  from_folder, info = load_encoder(random_init=str(encoder_dir), seed=5)
+  trained, _ = load_encoder(encoder=str(encoder_dir))
+  from_config, _ = load_encoder(random_init=f"{CONFIGS}/clap.py:tiny", seed=5)
+  shapes = lambda e: jax.tree.map(np.shape, e.encoder_params_pure())
+  assert shapes(from_folder) == shapes(trained) == shapes(from_config)
+  assert info["kind"] == "random_init"
+  differs = jax.tree.map(lambda a, b: not np.array_equal(a, b), from_folder.encoder_params_pure(),
+                         trained.encoder_params_pure())
+  assert any(jax.tree.leaves(differs))   # fresh weights, not the exported ones
+  result = _run(tmp_path, "r", "--random-init", str(encoder_dir), "--task-dir", str(task_dir), "--pooling", "mean")
+  assert result["protocol"]["encoder"]["kind"] == "random_init"
+
+
+def test_missing_task_file_is_a_clear_error(tmp_path, encoder_dir, capsys):
+  from alp_jax.evaluate.__main__ import main
+  (tmp_path / "train.csv").write_text("path,label\na.wav,x\n")
+  assert main(["--encoder", str(encoder_dir), "--task-dir", str(tmp_path), "--out", str(tmp_path / "o.json")]) == 2
+  assert "test.csv is missing" in capsys.readouterr().err
