@@ -33,7 +33,7 @@ from flax import nnx
 from alp_jax import losses
 from alp_jax.models import caption_decoder
 
-KINDS = ("contrastive", "softmax", "sigmoid", "sigmoid_chunked", "captioning", "hybrid")
+KINDS = ("contrastive", "softmax", "sigmoid", "sigmoid_chunked", "captioning", "hybrid", "tagging")
 CONTRASTIVE_KINDS = ("softmax", "sigmoid", "sigmoid_chunked")
 
 
@@ -220,6 +220,37 @@ def combine_terms(terms: dict[str, jax.Array], loss_cfg: ml_collections.ConfigDi
   return contrastive
 
 
+def tagging_loss(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collections.ConfigDict, *,
+                 train: bool, rng: jax.Array | None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Supervised tagging on manifest labels: multi-label BCE (default) or single-label CE.
+
+  batch["labels"] (B,C) float32 multi-hot; batch["label_weight"] (B,) 1 for clips that carry the task's label.
+  The loss is averaged over weighted clips (BCE summed over classes, as in AudioSet taggers).
+  """
+  model_rngs = None
+  if rng is not None:
+    augment_key, dropout_key = jax.random.split(rng)
+    model_rngs = nnx.Rngs(augment=augment_key, dropout=dropout_key)
+  logits, _ = model(batch, train=train, rngs=model_rngs)
+  logits = logits.astype(jnp.float32)                    # (B,C)
+  labels, weight = batch["labels"].astype(jnp.float32), batch["label_weight"].astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weight), 1.0)
+  if loss_cfg.get("multilabel", True):
+    per_clip = jnp.sum(optax_sigmoid_bce(logits, labels), axis=-1)  # (B,)
+    correct = jnp.all((logits > 0) == (labels > 0.5), axis=-1)
+  else:
+    per_clip = -jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+    correct = jnp.argmax(logits, -1) == jnp.argmax(labels, -1)
+  loss = jnp.sum(per_clip * weight) / count
+  accuracy = jnp.sum(correct.astype(jnp.float32) * weight) / count
+  return loss, {"loss": loss, "tag_accuracy": accuracy, "labelled_fraction": jnp.mean(weight)}
+
+
+def optax_sigmoid_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Elementwise binary cross-entropy with logits, numerically stable."""
+  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
 def compute_loss(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collections.ConfigDict, *,
                  train: bool, rng: jax.Array | None, parallel: jax.Array | None = None,
                  mesh: jax.sharding.Mesh | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -227,6 +258,8 @@ def compute_loss(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collecti
 
   metrics["loss"] is the returned loss.
   """
+  if _kind(loss_cfg) == "tagging":
+    return tagging_loss(model, batch, loss_cfg, train=train, rng=rng)
   terms, metrics = loss_terms(model, batch, loss_cfg, train=train, rng=rng, parallel=parallel,
                               mesh=mesh)
   loss = combine_terms(terms, loss_cfg)

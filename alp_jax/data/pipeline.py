@@ -15,6 +15,7 @@ Host batch (numpy), B = global batch / process count, S = crop_seconds * 16000, 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       caption_policy="random",  # "random": one caption per visit (study) | "every": each caption an example
       crop_seconds=10.0,        # fixed crop with padding mask (study: batches by total duration instead)
       max_caption_tokens=32,    # tokens incl. EOS (study toolkit: BERT max_length 30)
+      label_task="",            # a task of the manifests' labels -> batch["labels"] (B,C) multi-hot and
+                                # batch["label_weight"] (B,) (supervised tagging objective)
       seed=0,
       worker_count=0,           # grain worker processes (0: threads in this process)
       num_threads=8,            # reader threads per process
@@ -129,8 +132,10 @@ def mixture_weights(sources: list[SourceInfo], cfg) -> list[float]:
 class ExampleTransform(grain.transforms.RandomMap):
   """Caption choice, crop/pad with mask, tokenization. The tokenizer loads lazily in each worker."""
 
-  def __init__(self, tokenizer_path: str, crop_samples: int, max_tokens: int, train: bool):
+  def __init__(self, tokenizer_path: str, crop_samples: int, max_tokens: int, train: bool,
+               label_task: str = "", label_vocab: tuple[str, ...] = ()):
     self.tokenizer_path, self.crop_samples, self.max_tokens, self.train = tokenizer_path, crop_samples, max_tokens, train
+    self.label_task, self.label_index = label_task, {label: i for i, label in enumerate(label_vocab)}
     self._tokenizer = None
 
   def random_map(self, example: dict, rng: np.random.Generator) -> dict[str, Any]:
@@ -148,8 +153,15 @@ class ExampleTransform(grain.transforms.RandomMap):
     mask = np.zeros(s, bool)
     mask[:len(clip)] = True
     tokens, token_mask = self._tokenizer.encode_padded([caption], self.max_tokens)
-    return {"audio": padded, "audio_mask": mask, "caption_tokens": tokens[0], "caption_mask": token_mask[0],
-            "source": np.int32(example["source_index"]), "clip_key": np.int64(example["clip_key"])}
+    out = {"audio": padded, "audio_mask": mask, "caption_tokens": tokens[0], "caption_mask": token_mask[0],
+           "source": np.int32(example["source_index"]), "clip_key": np.int64(example["clip_key"])}
+    if self.label_task:
+      labels = np.zeros(len(self.label_index), np.float32)
+      value = example["labels"].get(self.label_task)
+      for label in (value if isinstance(value, list) else [] if value is None else [value]):
+        labels[self.label_index[str(label)]] = 1.0
+      out["labels"], out["label_weight"] = labels, np.float32(value is not None)
+    return out
 
   def __getstate__(self):
     state = dict(self.__dict__)
@@ -157,8 +169,26 @@ class ExampleTransform(grain.transforms.RandomMap):
     return state
 
 
+def label_vocabulary(cfg) -> list[str]:
+  """The class order of data.label_task, from the corpus's labels.json."""
+  path = Path(cfg.corpus_dir) / prepare_lib.LABELS_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{path} not found: re-run prepare on {cfg.corpus_dir} (it writes the label vocabulary)")
+  vocab = json.loads(path.read_text())
+  if cfg.label_task not in vocab:
+    raise ValueError(f"data.label_task={cfg.label_task!r} is not a label task of {cfg.corpus_dir} "
+                     f"(it has {sorted(vocab)})")
+  return list(vocab[cfg.label_task])
+
+
 def _tokenizer_path(cfg) -> str:
   return cfg.tokenizer or str(Path(cfg.corpus_dir) / tokenizer_lib.MODEL_FILE)
+
+
+def _transform(cfg, train: bool) -> ExampleTransform:
+  task = cfg.get("label_task", "")
+  return ExampleTransform(_tokenizer_path(cfg), int(round(cfg.crop_seconds * SAMPLE_RATE)), cfg.max_caption_tokens,
+                          train=train, label_task=task, label_vocab=tuple(label_vocabulary(cfg)) if task else ())
 
 
 def check_batch_size(global_batch_size: int, process_count: int) -> int:
@@ -185,8 +215,7 @@ def train_dataset(cfg, global_batch_size: int, *, process_index: int = 0,
   if cfg.caption_policy not in ("random", "every"):
     raise ValueError(f"data.caption_policy must be 'random' or 'every', got {cfg.caption_policy!r}")
   mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, mixture_weights(sources, cfg))
-  transform = ExampleTransform(_tokenizer_path(cfg), int(round(cfg.crop_seconds * SAMPLE_RATE)),
-                               cfg.max_caption_tokens, train=True)
+  transform = _transform(cfg, train=True)
   return mixed.seed(cfg.seed + process_index).random_map(transform).batch(host_batch, drop_remainder=True)
 
 
@@ -199,8 +228,7 @@ def eval_dataset(cfg, global_batch_size: int, *, process_index: int = 0, process
     indices = subsets.subset_indices(source.subset_key, cfg.subset_fraction)[process_index::process_count]
     parts.append(grain.MapDataset.source(ClipSource(source, i, indices, every_caption=False)))
   ds = grain.MapDataset.concatenate(parts) if len(parts) > 1 else parts[0]
-  transform = ExampleTransform(_tokenizer_path(cfg), int(round(cfg.crop_seconds * SAMPLE_RATE)),
-                               cfg.max_caption_tokens, train=False)
+  transform = _transform(cfg, train=False)
   return ds.seed(cfg.seed).random_map(transform).batch(host_batch, drop_remainder=drop_remainder)
 
 

@@ -6,6 +6,7 @@ Writes into DIR:
   shards/<source>/<source>-NNNNN.array_record   one record per clip (format: alp_jax/data/records.py)
   index/<source>.npz                           per clip: subset_key, num_captions, num_samples (pipeline index)
   captions.txt                                 every kept caption, one per line (tokenizer training, leakage)
+  labels.json                                  per label task: each label and its clip count (class order)
   bad_records.jsonl                            every skipped record: manifest, line, id, kind, detail
   corpus.json                                  per-source statistics (clips, captions, hours), written LAST
 
@@ -39,7 +40,8 @@ from alp_jax.data import subsets
 
 FORMAT_VERSION = 1
 CORPUS_FILE = "corpus.json"
-_OWNED = ("shards", "index", "captions.txt", "bad_records.jsonl", ".partial")
+LABELS_FILE = "labels.json"
+_OWNED = ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE, ".partial")
 
 
 class PrepareError(Exception):
@@ -146,6 +148,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   writers: dict[str, _SourceWriter] = {}
   seen_hash: dict[str, tuple[str, str]] = {}
   dup_within = dup_across = 0
+  label_counts: dict[str, dict[str, int]] = {}
   seconds_in = 0.0
   progress = report.Progress(len(good), "prepare", quiet)
   pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
@@ -172,6 +175,10 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
         if r.source not in writers:
           writers[r.source] = _SourceWriter(partial, r.source, int(shard_megabytes * 2**20))
         writers[r.source].write(result)
+        for task, value in r.labels.items():
+          for label in (value if isinstance(value, list) else [value]):
+            label_counts.setdefault(task, {}).setdefault(str(label), 0)
+            label_counts[task][str(label)] += 1
         for caption in r.captions:
           captions_file.write(caption.replace("\n", " ") + "\n")
   finally:
@@ -196,8 +203,11 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
     for p in problems.all:
       f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
 
+  # Label vocabularies (task -> label -> clips), sorted: the class order of supervised objectives.
+  (partial / LABELS_FILE).write_text(json.dumps(
+      {task: dict(sorted(counts.items())) for task, counts in sorted(label_counts.items())}, indent=1))
   # Move everything into place; corpus.json last, atomically.
-  for name in ("shards", "index", "captions.txt", "bad_records.jsonl"):
+  for name in ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE):
     src = partial / name
     if src.exists():
       os.replace(src, out / name)

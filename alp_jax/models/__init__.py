@@ -15,7 +15,7 @@ from flax import nnx
 from flax.core import meta
 
 from alp_jax.models import audio_encoder, two_towers
-from alp_jax.models import captioner, hybrid
+from alp_jax.models import captioner, hybrid, tagger
 
 AUDIO_ENCODERS = {
     "transformer": audio_encoder.TransformerAudioEncoder,
@@ -25,6 +25,7 @@ MODELS = {
     "two_towers": two_towers.TwoTowers,
     "captioner": captioner.Captioner,
     "hybrid": hybrid.Hybrid,
+    "tagger": tagger.Tagger,
 }
 
 

@@ -56,6 +56,8 @@ def _contrastive_from_embeddings(model, audio_emb, text_emb, loss_cfg, mesh):
 
 def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: int, mesh):
   """Exact full-batch loss and gradients from k micro-batches (see module docstring)."""
+  if objectives._kind(loss_cfg) == "tagging":
+    raise ValueError("grad_accum_steps > 1 is not implemented for the tagging objective; use 1")
   contrastive_kind = objectives._contrastive_kind(loss_cfg)
   has_caption = objectives._has_caption(loss_cfg)
   batch_size = batch["audio"].shape[0]

@@ -53,10 +53,13 @@ def _fmt_seconds(s: float) -> str:
 
 
 def resolve_vocab(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
+  """Sizes that come from the corpus: the tokenizer's vocabulary and, for tagging, the label classes."""
   tok = tokenizer_lib.Tokenizer(config.data.tokenizer or Path(config.data.corpus_dir) / tokenizer_lib.MODEL_FILE)
-  if config.model.vocab_size != tok.vocab_size:
-    with config.unlocked():
+  with config.unlocked():
+    if config.model.get("vocab_size") != tok.vocab_size:
       config.model.vocab_size = tok.vocab_size
+    if config.data.get("label_task"):
+      config.model.num_classes = len(pipeline.label_vocabulary(config.data))
   return tok
 
 
@@ -67,6 +70,8 @@ def abstract_batch(config, mesh):
   sharding = sharding_lib.batch_sharding(mesh)
   shapes = dict(audio=((b, s), jnp.int16), audio_mask=((b, s), jnp.bool_), caption_tokens=((b, length), jnp.int32),
                 caption_mask=((b, length), jnp.bool_), source=((b,), jnp.int32), clip_key=((b,), jnp.int64))
+  if config.data.get("label_task"):
+    shapes.update(labels=((b, config.model.num_classes), jnp.float32), label_weight=((b,), jnp.float32))
   return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in shapes.items()}
 
 
@@ -122,10 +127,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Checkpoint: resume or fresh init.
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
   start_step = checkpointer.latest_step()
+  restore_seconds = None
   if start_step is not None:
     t0 = time.perf_counter()
     state = checkpointer.restore(start_step, ckpt_lib.abstract_with_shardings(abstract, shardings), data_iter)
-    _log(f"[train] resumed from {checkpointer.directory}/{start_step} in {time.perf_counter() - t0:.2f}s")
+    restore_seconds = time.perf_counter() - t0
+    _log(f"[train] resumed from {checkpointer.directory}/{start_step} in {restore_seconds:.2f}s")
   else:
     state = state_lib.init_state(config, mesh, tx, shardings, config.seed)
     if config.get("model_init"):
@@ -163,6 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   preemption = _Preemption()
   pending = None  # (step, device metrics) of the last log step: fetched one step late
   rate = {"origin": None}
+  save_seconds: list[float] = []
   loop_start = time.perf_counter()
   losses = {}
   step = start_step
@@ -214,7 +222,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
           if pending is not None:  # never checkpoint a state that has seen a non-finite step unnoticed
             flush(pending)
             pending = None
+          t_save = time.perf_counter()
           checkpointer.save(step, state, data_iter, force=True)
+          save_seconds.append(time.perf_counter() - t_save)
         if preemption.requested:
           _log(f"[train] SIGTERM: saved checkpoint at step {step}; exiting")
           summary["preempted"] = True
@@ -226,7 +236,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     checkpointer.close()
     writer.close()
   step_lib.assert_single_trace(train_step)
-  summary.update(final_step=step, losses=losses, params=n_params,
-                 checkpoint_dir=str(checkpointer.directory))
-  _log(f"[train] done at step {step}: checkpoints in {checkpointer.directory}, metrics in {workdir}/metrics.jsonl")
+  summary.update(final_step=step, losses=losses, params=n_params, checkpoint_dir=str(checkpointer.directory),
+                 save_seconds=save_seconds, restore_seconds=restore_seconds)
+  saves = (f"; {len(save_seconds)} checkpoint save(s), {sum(save_seconds) / len(save_seconds):.2f}s each"
+           + (" (asynchronous: blocking part)" if checkpointer.async_save else "")) if save_seconds else ""
+  _log(f"[train] done at step {step}: checkpoints in {checkpointer.directory}, metrics in {workdir}/metrics.jsonl"
+       + saves)
   return summary
