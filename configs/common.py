@@ -32,9 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  c.best_metric = ""              # e.g. "val/loss": also keep the best checkpoint by this evaluator metric
+  c.best_mode = "min"
   c.async_checkpoints = True
   c.eval_every = 0                # 0: no periodic evaluation
-  c.evaluators = ml_collections.ConfigDict()
+  c.evaluators = ml_collections.ConfigDict()  # name -> ConfigDict(type=..., every=..., ...), see evaluate/
   c.nonfinite = "stop"            # stop | skip: a non-finite loss/gradient never updates the parameters
   c.model_init = ""               # exported encoder or workdir to initialise the audio encoder from
   c.peak_flops_per_device = 0.0   # 0: measure a dense matmul at startup (for MFU)

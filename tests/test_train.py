@@ -134,3 +134,18 @@ def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp
   a, b = _params(restored), _params(initial)
   for k in a:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_periodic_evaluation_and_best_checkpoint(tiny_corpus_dir, tmp_path):
+  import ml_collections
+  cfg = make_test_config("clap", tiny_corpus_dir, total_steps=4, checkpoint_every=2, eval_every=2,
+                         best_metric="val/loss", keep_checkpoints=1)
+  cfg.evaluators.val = ml_collections.ConfigDict(dict(type="validation_loss", batches=2))
+  trainer.train(cfg, tmp_path / "run")
+  rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+  evals = [(r["step"], r["val/loss"]) for r in rows if r["split"] == "eval" and "val/loss" in r]
+  assert [s for s, _ in evals] == [2, 4] and all(np.isfinite(v) for _, v in evals)
+  # keep=1 with a best metric keeps the best-scoring checkpoint.
+  saved = sorted(int(p.name) for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit())
+  best_step = min(evals, key=lambda e: e[1])[0]
+  assert best_step in saved

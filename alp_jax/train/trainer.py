@@ -125,7 +125,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     _log("[train] warning: " + msg)
 
   # --- Checkpoint: resume or fresh init.
-  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints)
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints,
+                                       best_metric=config.get("best_metric") or None,
+                                       best_mode=config.get("best_mode", "min"))
   start_step = checkpointer.latest_step()
   restore_seconds = None
   if start_step is not None:
@@ -171,6 +173,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   pending = None  # (step, device metrics) of the last log step: fetched one step late
   rate = {"origin": None}
   save_seconds: list[float] = []
+  last_eval: dict[str, float] = {}
   loop_start = time.perf_counter()
   losses = {}
   step = start_step
@@ -216,6 +219,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         if evaluators and config.eval_every and step % config.eval_every == 0:
           for name, value in eval_registry.run_all(evaluators, state, step):
             writer.write(step, {name: value}, prefix="eval")
+            last_eval[name] = value
             _log(f"[eval] step {step} {name} {value:.4f}")
         save_now = step % config.checkpoint_every == 0 or step == config.total_steps or preemption.requested
         if save_now:
@@ -223,7 +227,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
             flush(pending)
             pending = None
           t_save = time.perf_counter()
-          checkpointer.save(step, state, data_iter, force=True)
+          best = config.get("best_metric")
+          checkpointer.save(step, state, data_iter, force=True,
+                            metrics=dict(last_eval) if best and best in last_eval else None)
           save_seconds.append(time.perf_counter() - t_save)
         if preemption.requested:
           _log(f"[train] SIGTERM: saved checkpoint at step {step}; exiting")
