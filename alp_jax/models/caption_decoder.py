@@ -132,13 +132,7 @@ class CaptionDecoder(nnx.Module):
     def make_block(block_rngs: nnx.Rngs) -> DecoderBlock:
       return DecoderBlock(width, num_heads, mlp_dim, rngs=block_rngs, **block_kw)
 
-    if scan_layers:
-      make_stacked = nnx.split_rngs(splits=depth)(
-          nnx.vmap(make_block, in_axes=0, out_axes=0,
-                   transform_metadata={nnx.PARTITION_NAME: "layers"}))
-      self.blocks = make_stacked(rngs)
-    else:
-      self.blocks = nnx.List([make_block(rngs) for _ in range(depth)])
+    self.blocks = layers.block_stack(make_block, depth, scan_layers, rngs)
     self.final_norm = layers.layer_norm(width, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
     if not tie_embeddings:
       self.output_kernel = layers.partitioned_param(

@@ -94,6 +94,16 @@ def masked_mean(x: jax.Array, mask: jax.Array) -> jax.Array:
   return total / count
 
 
+def block_stack(make_block: Callable[[nnx.Rngs], nnx.Module], depth: int, scan_layers: bool,
+                rngs: nnx.Rngs):
+  """`depth` blocks: stacked on a leading "layers" axis (for lax.scan) or an nnx.List (unrolled)."""
+  if scan_layers:
+    make_stacked = nnx.split_rngs(splits=depth)(
+        nnx.vmap(make_block, in_axes=0, out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"}))
+    return make_stacked(rngs)
+  return nnx.List([make_block(rngs) for _ in range(depth)])
+
+
 def sinusoidal_positions(length: int, width: int, max_timescale: float = 10_000.0) -> jax.Array:
   """Fixed sin/cos position table (length, width), float32: sines in the first half, cosines after.
 
@@ -256,13 +266,7 @@ class Encoder(nnx.Module):
     def make_block(block_rngs: nnx.Rngs) -> EncoderBlock:
       return EncoderBlock(width, num_heads, mlp_dim, rngs=block_rngs, **block_kw)
 
-    if scan_layers:
-      make_stacked = nnx.split_rngs(splits=depth)(
-          nnx.vmap(make_block, in_axes=0, out_axes=0,
-                   transform_metadata={nnx.PARTITION_NAME: "layers"}))
-      self.blocks = make_stacked(rngs)
-    else:
-      self.blocks = nnx.List([make_block(rngs) for _ in range(depth)])
+    self.blocks = block_stack(make_block, depth, scan_layers, rngs)
     self.final_norm = layer_norm(width, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
   def _block_fn(self, graphdef: nnx.GraphDef, attention_mask: jax.Array,

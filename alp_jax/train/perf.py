@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 
 
-def compiled_flops(compiled) -> float:
+def _flops(cost_analysis) -> float:
   try:
-    cost = compiled.cost_analysis()
+    cost = cost_analysis()
   except Exception:  # some backends do not report costs
     return 0.0
   if isinstance(cost, (list, tuple)):
@@ -18,15 +18,14 @@ def compiled_flops(compiled) -> float:
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
+def compiled_flops(compiled) -> float:
+  """FLOPs of one compiled SPMD partition: per device. A scanned loop body is counted once."""
+  return _flops(compiled.cost_analysis)
+
+
 def lowered_flops(lowered) -> float:
   """FLOPs of a lowered (not yet partitioned) computation: the whole global step."""
-  try:
-    cost = lowered.cost_analysis()
-  except Exception:
-    return 0.0
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else {}
-  return float(cost.get("flops", 0.0)) if cost else 0.0
+  return _flops(lowered.cost_analysis)
 
 
 def memory_summary(compiled) -> str:
