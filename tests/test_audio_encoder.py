@@ -187,6 +187,7 @@ def test_parameters_are_born_sharded_under_a_mesh_with_rules():
   rules = (("embed", "fsdp"), ("mlp", None), ("heads", None), ("kv", None), ("mel", None),
            ("layers", None))
   cfg = _tiny_config()
+  cfg.scan_layers = True  # stacked blocks: the "layers" axis must stay unsharded
   with jax.set_mesh(mesh), nnx.logical_axis_rules(rules), nnx.use_eager_sharding(True):
     abstract = nnx.eval_shape(lambda: models.encoder_from_config(cfg, rngs=nnx.Rngs(0)))
     specs = nnx.get_partition_spec(nnx.state(abstract, nnx.Param))
