@@ -2,23 +2,29 @@
 
   python -m alp_jax.data.leakage --corpus DIR --task-dir DIR [--task-dir DIR ...] [--out report.json] [--strict]
 
-Three checks (docs/leakage.md has the method, the thresholds and what they miss):
+Three checks (docs/leakage.md has the method, the thresholds, measured scores and what they miss):
   exact     sha1 of the 16 kHz int16 samples: the corpus's stored samples against each task file decoded the way
-            prepare decodes (load_audio + to_int16), so a copy in another container or rate of the same samples
-            after resampling to 16 kHz is still exact when the decoded samples agree bit for bit.
-  near      a coarse spectral fingerprint: 32 Slaney mel bands of the power spectrum (32 ms window, 10 ms hop),
-            averaged over 200 ms windows every 100 ms, in dB floored 80 dB below the clip's peak, minus the clip's
-            mean (so a gain change cancels). Two clips are compared by the cosine of their fingerprints over the
-            frames they share, maximised over shifts of up to +-1 s in 100 ms steps; a pair scoring >=
-            NEAR_THRESHOLD over at least half of the shorter clip is a near duplicate (re-encoded, resampled,
-            gain-changed, trimmed or shifted copies score 0.97-1.0).
+            prepare decodes (load_audio + to_int16). The same samples in another container are exact.
+  near      a coarse spectral fingerprint: 32 Slaney mel bands of the power spectrum (32 ms window, 10 ms hop)
+            averaged over 200 ms every 100 ms, first 10 s, in dB floored 80 dB below the clip's peak. Its
+            `pattern` removes each band's mean and each frame's mean (gain, spectral colour and loudness envelope
+            cancel: what is left is how the spectrum moves); two clips score the cosine of their patterns over the
+            frames they share, maximised over shifts of up to +-0.5 s in 100 ms steps, with the eval clip also
+            fingerprinted from 25, 50 and 75 ms in (sub-frame alignment). Stationary clips (steady tones or
+            noise: pattern RMS < STATIONARY_DB) have no usable pattern: two of them are compared by spectral
+            profile (the band means) instead, so distinct steady sounds of the same colour are reported too.
+            A score >= NEAR_THRESHOLD (0.9) is a near duplicate. On the demo corpus, resampled and gain-changed
+            copies score >= 0.999, trimmed ones >= 0.9 (95% >= 0.96), Ogg Vorbis ones 0.8-1.0 (95% >= 0.93);
+            distinct renders of one synthetic voice and phrase also reach 0.9-0.99, so a near pair is a pair to
+            inspect (docs/leakage.md).
   captions  eval captions (a `caption` column in a task CSV) against DIR/captions.txt after caption tokenisation:
             the fraction that occur verbatim, and the mean fraction of each eval caption's 4-grams that occur in
             any pretraining caption (captions under 4 tokens are left out of that mean).
 
 Task folders hold train.csv / valid.csv / test.csv with columns path,label (paths relative to the folder).
 The corpus is read once for all task folders; all eval clips are compared with all corpus clips with matrix
-products over corpus chunks (10k corpus x 1k eval clips of 10 s: seconds of compute).
+products over corpus chunks; the cost grows as eval clips x corpus clips x shifts (docs/leakage.md: about
+13 ms per 1000 pairs on a busy 2-core machine, so 1k eval x 10k corpus clips takes minutes).
 
 Legend: E eval clips, N corpus clips (a chunk), T coarse frames (FINGERPRINT_FRAMES), M mel bands.
 """
@@ -52,7 +58,7 @@ BLOCK_HOP = 10              # ... every 100 ms
 FLOOR_DB = 80.0             # below the clip's peak
 MAX_SECONDS = 10.0          # the fingerprint covers a clip's first 10 s
 FINGERPRINT_FRAMES = int(MAX_SECONDS * SAMPLE_RATE / HOP / BLOCK_HOP)
-MAX_SHIFT_FRAMES = 10       # +-1 s
+MAX_SHIFT_FRAMES = 5        # +-0.5 s (--max-shift-seconds)
 MIN_OVERLAP = 0.5           # of the shorter clip's frames
 STATIONARY_DB = 1.5         # activity below which a clip is compared by spectral profile
 EVAL_OFFSETS = (0, 400, 800, 1200)  # eval fingerprints also start 25, 50, 75 ms in: sub-frame alignment
@@ -162,12 +168,15 @@ def pattern_match(eval_prints: Fingerprints, corpus_prints: Fingerprints, max_sh
 
 
 def near_scores(eval_prints: Fingerprints, corpus_prints: Fingerprints,
-                max_shift: int = MAX_SHIFT_FRAMES) -> tuple[np.ndarray, np.ndarray]:
-  """(score (E, N), shift (E, N) frames): pattern cosine, or profile cosine when either clip is stationary."""
+                max_shift: int = MAX_SHIFT_FRAMES) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(score, shift in frames, by_profile), each (E, N): the pattern cosine, or the profile cosine when both clips
+  are stationary (a copy keeps its stationarity; a steady clip against a moving one is scored by pattern)."""
   pattern_score, shift = pattern_match(eval_prints, corpus_prints, max_shift)
   profile_score = eval_prints.profiles @ corpus_prints.profiles.T                       # (E, M) x (M, N) -> (E, N)
-  stationary = (eval_prints.activity[:, None] < STATIONARY_DB) | (corpus_prints.activity[None, :] < STATIONARY_DB)
-  return np.where(stationary, profile_score, pattern_score), np.where(stationary, 0, shift)
+  both_stationary = ((eval_prints.activity[:, None] < STATIONARY_DB)
+                     & (corpus_prints.activity[None, :] < STATIONARY_DB))
+  return (np.where(both_stationary, profile_score, pattern_score), np.where(both_stationary, 0, shift),
+          both_stationary)
 
 
 @dataclasses.dataclass
@@ -276,11 +285,12 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
     best = np.full(len(checked), -1.0)
     best_index = np.zeros(len(checked), np.int64)
     best_offset = np.zeros(len(checked))
+    best_by_profile = np.zeros(len(checked), bool)
     rows_index = np.arange(len(checked))
     for o, offset in enumerate(EVAL_OFFSETS):
       eval_prints = Fingerprints.stack([prints[i][o] for i in checked])
       for start in range(0, len(corpus.ids), chunk):
-        score, shift = near_scores(eval_prints, corpus.prints[start:start + chunk], max_shift)
+        score, shift, by_profile = near_scores(eval_prints, corpus.prints[start:start + chunk], max_shift)
         column = np.argmax(score, axis=1)
         top = score[rows_index, column]
         better = top > best
@@ -289,9 +299,10 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
         # Where the eval clip starts inside the corpus clip, in seconds.
         seconds = shift[rows_index, column] * BLOCK_HOP * HOP / SAMPLE_RATE - offset / SAMPLE_RATE
         best_offset = np.where(better, seconds, best_offset)
+        best_by_profile = np.where(better, by_profile[rows_index, column], best_by_profile)
     for k, i in enumerate(checked):
       if best[k] >= threshold:
-        near_of[files[i]] = (int(best_index[k]), float(best[k]), float(best_offset[k]))
+        near_of[files[i]] = (int(best_index[k]), float(best[k]), float(best_offset[k]), bool(best_by_profile[k]))
 
   exact, near = [], []
   for r in rows:
@@ -301,10 +312,11 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
       exact.append({"split": r["split"], "path": r["path"], "corpus_id": corpus.ids[j],
                     "corpus_source": corpus.sources[j]})
     elif file in near_of:
-      j, score, offset = near_of[file]
+      j, score, offset, by_profile = near_of[file]
       near.append({"split": r["split"], "path": r["path"], "corpus_id": corpus.ids[j],
                    "corpus_source": corpus.sources[j], "score": round(score, 4),
-                   "corpus_offset_seconds": round(offset, 3)})
+                   "corpus_offset_seconds": round(offset, 3),
+                   "compared_by": "profile (both stationary)" if by_profile else "pattern"})
   captions = [r["caption"] for r in rows if r["caption"]]
   result = {"task_dir": str(task_dir), "rows": len(rows), "clips": len(files),
             "exact": exact, "near": near, "unreadable": unreadable,
@@ -325,7 +337,7 @@ def summary_lines(report_json: dict, show: int = 5) -> list[str]:
       lines.append(f"      exact  {x['split']:<5} {x['path']}  = corpus {x['corpus_id']} ({x['corpus_source']})")
     for x in task["near"][:show]:
       lines.append(f"      near   {x['split']:<5} {x['path']}  ~ corpus {x['corpus_id']} ({x['corpus_source']}) "
-                   f"score {x['score']:.3f} at {x['corpus_offset_seconds']:+.2f}s")
+                   f"score {x['score']:.3f} at {x['corpus_offset_seconds']:+.2f}s by {x['compared_by']}")
     if task["unreadable"]:
       lines.append(f"      {len(task['unreadable'])} unreadable file(s), e.g. {task['unreadable'][0]}")
     if "captions" in task:
@@ -358,9 +370,11 @@ def main(argv=None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   leaks = sum(len(t["exact"]) + len(t["near"]) for t in tasks)
+  settings = {"near_threshold": args.threshold, "max_shift_seconds": max_shift * BLOCK_HOP * HOP / SAMPLE_RATE,
+              "min_overlap": MIN_OVERLAP, "stationary_db": STATIONARY_DB, "fingerprint_seconds": MAX_SECONDS,
+              "mel_bands": MEL_BANDS}
   result = {"corpus": str(args.corpus), "corpus_clips": len(corpus.ids), "leaked_rows": leaks, "tasks": tasks,
-            "settings": {"near_threshold": args.threshold, "max_shift_seconds": max_shift * BLOCK_HOP * HOP / SAMPLE_RATE,
-                         "min_overlap": MIN_OVERLAP, "fingerprint_seconds": MAX_SECONDS, "mel_bands": MEL_BANDS},
+            "settings": settings,
             "seconds": round(time.monotonic() - start, 2)}
   print("\n".join(summary_lines(result, args.show)))
   if args.out:
