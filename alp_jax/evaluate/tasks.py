@@ -30,7 +30,7 @@ class TaskFormatError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Example:
-  path: Path                # absolute audio path
+  path: Path                # absolute, normalised audio path
   labels: tuple[str, ...]   # one label for single-label tasks
 
 
@@ -70,7 +70,7 @@ def _read_csv(path: Path, task_dir: Path) -> list[Example]:
       labels = tuple(sorted({part.strip() for part in label.split(LABEL_SEPARATOR) if part.strip()}))
       if not rel or not labels:
         raise TaskFormatError(f"{path}:{line}: empty path or label ({row})")
-      examples.append(Example(path=(task_dir / rel).absolute(), labels=labels))
+      examples.append(Example(path=Path(os.path.abspath(task_dir / rel)), labels=labels))
   if not examples:
     raise TaskFormatError(f"{path}: no rows")
   return examples

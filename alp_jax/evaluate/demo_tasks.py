@@ -1,0 +1,203 @@
+"""The demo's probe tasks, rendered fresh, and a side-by-side comparison of encoders on them.
+
+  python -m alp_jax.evaluate.demo_tasks --out DIR [--clips-per-task N] [--seed 1000]
+
+Renders a new set of short clips with the demo synthesisers (espeak-ng, sox, fluidsynth) from a seed that
+the pretraining corpus does not use (its default is 0), so no test clip is a pretraining clip, and writes
+five task folders that share the clips:
+
+  speaker            speech clips, label = one of SPEAKERS (voice + variant)
+  instrument_family  music clips, label = one of FAMILIES
+  pitch_class        the same music clips (single notes, repeated notes, chords, arpeggios), label = root's class
+  sound_type         sound clips, label = one of SOUND_TYPES (sometimes over a background texture)
+  domain             every clip, label = speech | music | sound
+
+Each task keeps a quarter of every class for test (seeded). Classes are balanced and the music attributes
+are crossed (every family plays every pitch class), so one task's label does not give away another's.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import csv
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from alp_jax.data import demo_synth
+
+DEFAULT_CLIPS_PER_TASK = 48       # per domain: 3 x 48 = 144 clips of 2-3 s
+DEFAULT_SEED = 1000
+CLIP_SECONDS = (2.0, 3.0)
+TEST_FRACTION = 0.25
+SPEAKERS = tuple(demo_synth.SPEAKERS[i] for i in (0, 1, 4, 6, 9, 12))   # 3 female, 3 male, 4 accents/languages
+FAMILIES = ("piano", "organ", "guitar", "strings", "brass", "pipe")
+PITCH_CLASSES = ("C", "D", "E", "F#", "G#", "A#")   # whole-tone steps: the roots differ by two semitones at least
+MUSIC_PATTERNS = ("note", "repeated note", "chord", "arpeggio")
+SOUND_TYPES = ("tone", "sweep", "siren", "ticking", "noise", "engine")
+BUILD_FILE = "demo_tasks.json"
+TASKS = ("speaker", "instrument_family", "pitch_class", "sound_type", "domain")
+
+
+def _music_attrs(rng: np.random.Generator, seconds: float, index: int) -> dict:
+  """A pitched music clip whose family and root pitch class follow a Latin square over the clip index."""
+  family = FAMILIES[index % len(FAMILIES)]
+  pitch_class = PITCH_CLASSES[(index + index // len(FAMILIES)) % len(PITCH_CLASSES)]
+  attrs = demo_synth.sample_music(rng, seconds, MUSIC_PATTERNS[index % len(MUSIC_PATTERNS)])
+  options = [inst for inst in demo_synth.INSTRUMENTS if inst.family == family]
+  inst = options[int(rng.integers(len(options)))]
+  pc = demo_synth.PITCH_CLASSES.index(pitch_class)
+  roots = [m for m in range(inst.low, inst.high + 1) if m % 12 == pc]
+  attrs.update(instrument=inst.name, family=inst.family, program=inst.program, root=roots[int(rng.integers(len(roots)))])
+  return attrs
+
+
+def plan(clips_per_task: int, seed: int) -> list[dict]:
+  """Every clip: file name, synthesiser attributes and its labels per task (no audio yet)."""
+  clips = []
+  for domain_index, domain in enumerate(("speech", "music", "sound")):
+    for i in range(clips_per_task):
+      rng = np.random.default_rng([seed, domain_index, i])
+      seconds = float(rng.uniform(*CLIP_SECONDS))
+      if domain == "speech":
+        speaker = SPEAKERS[i % len(SPEAKERS)]
+        attrs = demo_synth.sample_speech(rng, seconds, speaker)
+        labels = {"speaker": speaker.id}
+      elif domain == "music":
+        attrs = _music_attrs(rng, seconds, i)
+        labels = {"instrument_family": attrs["family"],
+                  "pitch_class": demo_synth.PITCH_CLASSES[attrs["root"] % 12]}
+      else:
+        attrs = demo_synth.sample_sound(rng, seconds, SOUND_TYPES[i % len(SOUND_TYPES)])
+        labels = {"sound_type": attrs["sound_type"]}
+      clips.append({"file": f"audio/{domain}-{i:04d}.wav", "attrs": attrs, "labels": {**labels, "domain": domain}})
+  return clips
+
+
+def _render(clip: dict, out_dir: Path) -> None:
+  with tempfile.TemporaryDirectory(prefix="alp_demo_task_") as work_dir:
+    demo_synth.render_clip(clip["attrs"], out_dir / clip["file"], work_dir)
+
+
+def _split(files_and_labels: list[tuple[str, str]], seed: int) -> dict[str, list[tuple[str, str]]]:
+  """Stratified: a seeded TEST_FRACTION of every class (at least one) goes to test."""
+  rng = np.random.default_rng(seed)
+  by_class: dict[str, list[tuple[str, str]]] = {}
+  for item in files_and_labels:
+    by_class.setdefault(item[1], []).append(item)
+  test = set()
+  for label in sorted(by_class):
+    items = by_class[label]
+    count = max(1, int(round(TEST_FRACTION * len(items))))
+    test.update(items[i][0] for i in rng.permutation(len(items))[:count])
+  return {"train": [x for x in files_and_labels if x[0] not in test],
+          "test": [x for x in files_and_labels if x[0] in test]}
+
+
+def _write_task(task_dir: Path, splits: dict[str, list[tuple[str, str]]]) -> None:
+  task_dir.mkdir(parents=True, exist_ok=True)
+  for split, rows in splits.items():
+    with open(task_dir / f"{split}.csv", "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(["path", "label"])
+      writer.writerows((f"../{file}", label) for file, label in rows)
+
+
+def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAULT_CLIPS_PER_TASK,
+                     seed: int = DEFAULT_SEED, workers: int | None = None, quiet: bool = False) -> dict[str, Path]:
+  """Renders the clips (reused when a previous build had the same settings) and writes the task folders.
+
+  -> {task name: task folder}. Needs espeak-ng, sox, fluidsynth and the TimGM6mb soundfont.
+  """
+  from alp_jax import sysdeps
+  out_dir = Path(out_dir).absolute()
+  clips = plan(clips_per_task, seed)
+  settings = {"clips_per_task": clips_per_task, "seed": seed, "clip_seconds": list(CLIP_SECONDS),
+              "files": [c["file"] for c in clips]}
+  build_file = out_dir / BUILD_FILE
+  reuse = (build_file.exists() and json.loads(build_file.read_text()) == settings
+           and all((out_dir / c["file"]).exists() for c in clips))
+  t0 = time.monotonic()
+  if not reuse:
+    sysdeps.require_binaries(demo_synth.BINARIES, files=(demo_synth.SOUNDFONT,))
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    workers = workers or 2 * (os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+      futures = [pool.submit(_render, clip, out_dir) for clip in clips]
+      for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+        future.result()
+        if not quiet and (done % 50 == 0 or done == len(clips)):
+          rate = done / (time.monotonic() - t0)
+          print(f"[demo_tasks] rendered {done}/{len(clips)} clips, {rate:.1f} clips/s, "
+                f"ETA {(len(clips) - done) / rate:.0f}s", flush=True)
+    build_file.write_text(json.dumps(settings))
+  task_dirs = {}
+  for task_index, task in enumerate(TASKS):
+    labelled = [(c["file"], c["labels"][task]) for c in clips if task in c["labels"]]
+    task_dirs[task] = out_dir / task
+    _write_task(task_dirs[task], _split(labelled, seed + task_index))
+  if not quiet:
+    how = "reused" if reuse else f"rendered in {time.monotonic() - t0:.1f}s"
+    print(f"[demo_tasks] {len(clips)} clips ({how}), tasks {', '.join(TASKS)} -> {out_dir}")
+  return task_dirs
+
+
+def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "attention"), *, config=None,
+            log=print) -> list[dict]:
+  """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling.
+
+  -> rows {"task", "metric", "pooling", "values": {encoder name: value}}, in task then pooling order.
+  """
+  from alp_jax.evaluate import probe as probe_lib
+  config = config or probe_lib.ProbeConfig()
+  task_dirs = list(task_dirs.values()) if isinstance(task_dirs, dict) else list(task_dirs)
+  rows: dict[tuple[str, str], dict] = {}
+  for name, encoder in encoders.items():
+    if log:
+      log(f"[compare] encoder {name}")
+    for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config, log=log):
+      row = rows.setdefault((result["task"], result["pooling"]), {"task": result["task"], "metric": result["metric"],
+                                                                   "pooling": result["pooling"], "values": {}})
+      row["values"][name] = result["value"]
+  return list(rows.values())
+
+
+def format_comparison(rows: list[dict]) -> str:
+  """One table: a row per task/metric/pooling, a column per encoder."""
+  names = list(dict.fromkeys(name for row in rows for name in row["values"]))
+  width = max([10] + [len(n) for n in names])
+  lines = [f"{'task':<18} {'metric':<9} {'pooling':<10} " + " ".join(f"{n:>{width}}" for n in names)]
+  for row in rows:
+    values = " ".join(f"{row['values'].get(n, float('nan')):>{width}.3f}" for n in names)
+    lines.append(f"{row['task']:<18} {row['metric']:<9} {row['pooling']:<10} {values}")
+  return "\n".join(lines)
+
+
+def print_comparison(rows: list[dict]) -> None:
+  print(format_comparison(rows), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+  from alp_jax import sysdeps
+  parser = argparse.ArgumentParser(prog="python -m alp_jax.evaluate.demo_tasks", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--out", required=True)
+  parser.add_argument("--clips-per-task", type=int, default=DEFAULT_CLIPS_PER_TASK)
+  parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+  parser.add_argument("--workers", type=int, default=None)
+  args = parser.parse_args(argv)
+  try:
+    build_demo_tasks(args.out, clips_per_task=args.clips_per_task, seed=args.seed, workers=args.workers)
+  except sysdeps.MissingSystemPackage as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
