@@ -24,7 +24,7 @@ Three checks (docs/leakage.md has the method, the thresholds, measured scores an
 Task folders hold train.csv / valid.csv / test.csv with columns path,label (paths relative to the folder).
 The corpus is read once for all task folders; all eval clips are compared with all corpus clips with matrix
 products over corpus chunks; the cost grows as eval clips x corpus clips x shifts (docs/leakage.md: about
-13 ms per 1000 pairs on a busy 2-core machine, so 1k eval x 10k corpus clips takes minutes).
+16 us per pair on a busy 2-core machine, so 1k eval x 10k corpus clips takes about 3 minutes).
 
 Legend: E eval clips, N corpus clips (a chunk), T coarse frames (FINGERPRINT_FRAMES), M mel bands.
 """
