@@ -119,3 +119,38 @@ def test_missing_task_file_is_a_clear_error(tmp_path, encoder_dir, capsys):
   (tmp_path / "train.csv").write_text("path,label\na.wav,x\n")
   assert main(["--encoder", str(encoder_dir), "--task-dir", str(tmp_path), "--out", str(tmp_path / "o.json")]) == 2
   assert "test.csv is missing" in capsys.readouterr().err
+
+
+def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path, encoder_dir):
+  from alp_jax import encoder_api, sysdeps
+  from alp_jax.evaluate import demo_tasks, tasks
+  try:
+    task_dirs = demo_tasks.build_demo_tasks(tmp_path / "demo", clips_per_task=12, seed=1000, quiet=True)
+  except sysdeps.MissingSystemPackage as e:
+    pytest.skip(str(e))
+  assert sorted(task_dirs) == sorted(demo_tasks.TASKS)
+  plan = {c["file"]: c for c in demo_tasks.plan(12, 1000)}
+  for name, task_dir in task_dirs.items():
+    task = tasks.read_task(task_dir)
+    train = {e.path for e in task.splits["train"]}
+    test = {e.path for e in task.splits["test"]}
+    assert not train & test and all(p.exists() for p in train | test)
+    assert {e.labels[0] for e in task.splits["test"]} == set(task.classes)   # every class is tested
+    for example in task.splits["train"] + task.splits["test"]:
+      clip = plan[f"audio/{example.path.name}"]
+      assert clip["labels"][name] == example.labels[0]
+  assert len(tasks.read_task(task_dirs["domain"]).classes) == 3
+  # Labels follow the rendered attributes: a pitch-class label is the root's class.
+  music = [c for c in plan.values() if c["attrs"]["domain"] == "music"]
+  for clip in music:
+    assert clip["labels"]["pitch_class"] == ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#",
+                                             "B")[clip["attrs"]["root"] % 12]
+  # A fresh seed: no clip's attributes coincide with the pretraining corpus's default seed.
+  assert demo_tasks.plan(12, 0) != demo_tasks.plan(12, 1000)
+  encoder = encoder_api.AudioEncoder.load(encoder_dir)
+  rows = demo_tasks.compare({"a": encoder, "b": encoder}, [task_dirs["domain"], task_dirs["speaker"]],
+                            pooling=("mean",), log=None)
+  assert [(r["task"], r["pooling"]) for r in rows] == [("domain", "mean"), ("speaker", "mean")]
+  assert all(r["values"]["a"] == r["values"]["b"] for r in rows)
+  table = demo_tasks.format_comparison(rows).splitlines()
+  assert table[0].split()[-2:] == ["a", "b"] and len(table) == 3
