@@ -154,3 +154,39 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   assert all(r["values"]["a"] == r["values"]["b"] for r in rows)
   table = demo_tasks.format_comparison(rows).splitlines()
   assert table[0].split()[-2:] == ["a", "b"] and len(table) == 3
+
+
+def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
+  import jax.numpy as jnp
+  from flax import nnx
+  from alp_jax import models
+  from alp_jax.audio import io as audio_io
+  from alp_jax.data import tokenizer as tokenizer_lib
+  from alp_jax.evaluate import tasks, zero_shot
+  words = ("low", "high", "tone", "sound", "the", "of", "a", "recording", "noise", "beep")
+  rng = np.random.default_rng(0)
+  (tmp_path / "captions.txt").write_text("\n".join(" ".join(rng.choice(words, 6)) for _ in range(300)) + "\n")
+  tok = tokenizer_lib.Tokenizer(tokenizer_lib.train(tmp_path, vocab_size=40, quiet=True))
+  cfg = load_config("clap", "tiny")
+  cfg.data.crop_seconds = 1.0
+  cfg.model.vocab_size = tok.vocab_size
+  model = models.build_model(cfg, rngs=nnx.Rngs(1))
+  zs = zero_shot.ZeroShotModel(model, tok, _tiny_meta(), max_tokens=cfg.data.max_caption_tokens)
+  row = zero_shot.evaluate_task(zs, task_dir, log=None)
+  assert row["pooling"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
+  # Reference: the model's own evaluation forward, each test clip (all shorter than the crop) as one window.
+  test = [e for e in tasks.read_task(task_dir).splits["test"]]
+  audio, mask = np.zeros((len(test), 16000), np.float32), np.zeros((len(test), 16000), bool)
+  for i, example in enumerate(test):
+    clip = audio_io.load_audio(example.path)
+    audio[i, :len(clip)], mask[i, :len(clip)] = clip, True
+  expected_audio, _ = model.embed_audio(jnp.asarray(audio), jnp.asarray(mask))
+  for i, example in enumerate(test):
+    frames = zs.encoder.embed(*audio_io.decode(example.path))["frames"]
+    np.testing.assert_allclose(zs.audio_embedding(frames), np.asarray(expected_audio[i]), atol=2e-4)
+  tokens, token_mask = tok.encode_padded([t.format(label="low") for t in zero_shot.TEMPLATES],
+                                         cfg.data.max_caption_tokens)
+  prompts, _ = model.embed_text(jnp.asarray(tokens), jnp.asarray(token_mask))
+  expected_class = np.asarray(prompts).mean(axis=0)
+  np.testing.assert_allclose(zs.class_embeddings(["low"])[0], expected_class / np.linalg.norm(expected_class),
+                             atol=1e-5)

@@ -2,12 +2,14 @@
 
   python -m alp_jax.evaluate (--encoder ENC_DIR | --workdir DIR [--step N] | --random-init CONFIG_OR_ENC_DIR)
       --task-dir DIR [--task-dir DIR ...] [--pooling mean|attention|both] --out results.json [--seed 0]
-      [--cache-dir DIR]
+      [--cache-dir DIR] [--zero-shot]
 
 --encoder      an exported encoder (python -m alp_jax.export).
 --workdir      a training run: its latest (or --step) checkpoint's encoder is exported to a temporary folder.
 --random-init  fresh weights (seeded by --seed) for an exported encoder's exact architecture and frontend
                (ENC_DIR), or for a config's (configs/clap.py:tiny): the untrained baseline.
+--zero-shot    with --workdir of a contrastive run: also score each task's test split zero-shot (class names
+               through the text tower; rows with pooling "zero_shot").
 A task folder holds train.csv / test.csv (optional valid.csv) with columns path,label (docs/evaluation.md).
 Prints a table (task, metric, pooling, value) and writes values plus the full protocol to --out.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import alp_jax
 from alp_jax.evaluate import probe as probe_lib
 from alp_jax.evaluate import tasks as tasks_lib
+from alp_jax.evaluate import zero_shot
 
 
 def meta_from_config(config) -> dict:
@@ -89,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--out", required=True, help="results JSON")
   parser.add_argument("--seed", type=int, default=0, help="probe seed (and random-init weights seed)")
   parser.add_argument("--cache-dir", default=None, help="reuse embeddings across runs (one .npz per task)")
+  parser.add_argument("--zero-shot", action="store_true", help="with --workdir of a contrastive run")
   args = parser.parse_args(argv)
+  if args.zero_shot and not args.workdir:
+    parser.error("--zero-shot needs --workdir (the text tower is not part of an exported encoder)")
 
   started = time.time()
   poolings = probe_lib.POOLINGS if args.pooling == "both" else (args.pooling,)
@@ -102,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
             f"output width {encoder.output_dim}, window {encoder.meta['crop_seconds']} s")
       rows = probe_lib.evaluate_encoder(encoder, args.task_dir, poolings=poolings, config=config,
                                         cache_dir=args.cache_dir)
-    except (FileNotFoundError, tasks_lib.TaskFormatError) as e:
+      if args.zero_shot:
+        model, _ = zero_shot.ZeroShotModel.from_workdir(args.workdir, args.step)
+        rows += [zero_shot.evaluate_task(model, task_dir) for task_dir in args.task_dir]
+    except (FileNotFoundError, tasks_lib.TaskFormatError, zero_shot.NotContrastiveRun) as e:
       print(f"error: {e}", file=sys.stderr)
       return 2
   results = {
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
           "frontend": encoder.meta["frontend"],
           "window_seconds": encoder.meta["crop_seconds"],
           "embedding": "last-layer frames of the whole clip, fixed windows of window_seconds (last one masked)",
-          "poolings": list(poolings),
+          "poolings": list(poolings) + (["zero_shot"] if args.zero_shot else []),
           "probe": config.to_dict(),
           "selection": "valid.csv if present, else a seeded valid_fraction of train (seed 0); first best in grid "
                        "order; retrain on train+valid",
