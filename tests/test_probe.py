@@ -125,3 +125,12 @@ def test_validation_split_is_seeded_and_disjoint():
   np.testing.assert_array_equal(fit, again_fit)
   np.testing.assert_array_equal(valid, again_valid)
   assert len(valid) == 6 and not set(fit) & set(valid) and len(fit) + len(valid) == 40
+
+
+def test_given_validation_split_is_used_for_selection_then_merged(features):
+  (train_x, train_y), (test_x, test_y) = features
+  result = probe.train_and_evaluate({"features": train_x[:120]}, train_y[:120], {"features": test_x}, test_y,
+                                    num_classes=CLASSES, multi_label=False, config=CONFIG,
+                                    valid=({"features": train_x[120:]}, train_y[120:]))
+  assert (result.num_fit, result.num_valid) == (120, 40)
+  assert result.value >= 0.97 and all(0.0 <= g["valid"] <= 1.0 for g in result.grid)

@@ -53,7 +53,8 @@ def _music_attrs(rng: np.random.Generator, seconds: float, index: int) -> dict:
   inst = options[int(rng.integers(len(options)))]
   pc = demo_synth.PITCH_CLASSES.index(pitch_class)
   roots = [m for m in range(inst.low, inst.high + 1) if m % 12 == pc]
-  attrs.update(instrument=inst.name, family=inst.family, program=inst.program, root=roots[int(rng.integers(len(roots)))])
+  root = roots[int(rng.integers(len(roots)))]
+  attrs.update(instrument=inst.name, family=inst.family, program=inst.program, root=root)
   return attrs
 
 

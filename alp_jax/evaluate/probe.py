@@ -145,7 +145,8 @@ def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.
 
 def _pad_to(data: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
   extra = length - data["frames"].shape[1]
-  return {"frames": np.pad(data["frames"], ((0, 0), (0, extra), (0, 0))), "mask": np.pad(data["mask"], ((0, 0), (0, extra)))}
+  return {"frames": np.pad(data["frames"], ((0, 0), (0, extra), (0, 0))),
+          "mask": np.pad(data["mask"], ((0, 0), (0, extra)))}
 
 
 # --------------------------------------------------------------------------------------------------------
