@@ -6,6 +6,9 @@
             train the caption tokenizer, and read batches through the grain pipeline (throughput).
 2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model on the demo corpus with the
             same trainer as any run (python -m alp_jax.train), and export both audio encoders.
+3. evaluate: linear probes (mean and attention pooling) of both encoders and of a random-init baseline of the
+            same architecture on the demo's probe tasks (freshly synthesised clips, never in the pretraining
+            corpus), printed as one comparison table.
 Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
 `make demo` is quick.
 """
@@ -30,7 +33,7 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
   from alp_jax.data import benchmark, demo_corpus, pipeline
   from alp_jax.data import tokenizer as tokenizer_lib
   corpus_dir = out / "corpus"
-  _banner("1/3 demo corpus: synthesise, prepare, tokenizer")
+  _banner("1/4 demo corpus: synthesise, prepare, tokenizer")
   t0 = time.monotonic()
   kwargs = {"num_clips": clips} if clips else {}
   try:
@@ -69,7 +72,7 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   from alp_jax.train import trainer
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
-    _banner(f"{i}/3 pretrain a tiny {label} model ({name}) and export its encoder")
+    _banner(f"{i}/4 pretrain a tiny {label} model ({name}) and export its encoder")
     cfg = _load_config(name, "tiny")
     cfg.data.corpus_dir = corpus_dir
     if steps:
@@ -88,6 +91,23 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   return results
 
 
+def stage_evaluate(out: Path) -> dict:
+  from alp_jax import AudioEncoder
+  from alp_jax.evaluate import demo_tasks
+  _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init)")
+  t0 = time.monotonic()
+  dirs = demo_tasks.build_demo_tasks(out / "probe_tasks")
+  clap = AudioEncoder.load(out / "clap_encoder")
+  encoders = {"clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder"),
+              "random_init": AudioEncoder.build(clap.meta, seed=0)}
+  rows = demo_tasks.compare(encoders, dirs)
+  print()
+  demo_tasks.print_comparison(rows)
+  (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
+  return {"tasks": len(dirs), "seconds": round(time.monotonic() - t0, 1),
+          "results": str(out / "probe_results.json")}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m alp_jax.demo", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,6 +122,7 @@ def main(argv=None) -> int:
   summary = {"corpus": stage_corpus(out, args.clips, args.workers)}
   if args.stage == "all":
     summary.update(stage_train(out, summary["corpus"]["corpus_dir"], args.steps))
+    summary["evaluation"] = stage_evaluate(out)
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   _banner("summary")
   for section, values in summary.items():
