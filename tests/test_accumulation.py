@@ -156,6 +156,7 @@ def test_contrastive_softmax_accumulation_is_exact(softmax_setup, reduction):
   _assert_same_gradients(grads_k, grads1)
 
 
+@pytest.mark.slow
 def test_contrastive_sigmoid_accumulation_is_exact(sigmoid_setup):
   loss1, grads1 = sigmoid_setup.reference
   loss_k, grads_k = sigmoid_setup.loss_and_grads(K)
