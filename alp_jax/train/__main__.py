@@ -23,4 +23,8 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+  if any(a in ("-h", "--help", "-help") for a in sys.argv[1:]):  # absl's --help exits 1; help is not an error
+    print(__doc__)
+    print(flags.FLAGS.main_module_help())
+    sys.exit(0)
   app.run(main)
