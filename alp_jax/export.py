@@ -52,7 +52,7 @@ def restore_run(workdir, step: int | None = None, mesh=None):
     if step not in checkpointer.all_steps():
       raise FileNotFoundError(f"no checkpoint at step {step} in {workdir}/checkpoints "
                               f"(available: {checkpointer.all_steps()})")
-    state = checkpointer.restore_state_only(step, ckpt_lib.abstract_with_shardings(abstract, shardings))
+    state = checkpointer.restore(step, ckpt_lib.abstract_with_shardings(abstract, shardings))
   finally:
     checkpointer.close()
   return config, graphdef, state, step

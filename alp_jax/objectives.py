@@ -37,16 +37,16 @@ KINDS = ("contrastive", "softmax", "sigmoid", "sigmoid_chunked", "captioning", "
 CONTRASTIVE_KINDS = ("softmax", "sigmoid", "sigmoid_chunked")
 
 
-def _kind(loss_cfg: ml_collections.ConfigDict) -> str:
+def loss_kind(loss_cfg: ml_collections.ConfigDict) -> str:
   kind = loss_cfg.kind
   if kind not in KINDS:
     raise ValueError(f"config.loss.kind must be one of {KINDS}, got {kind!r}")
   return "softmax" if kind == "contrastive" else kind
 
 
-def _contrastive_kind(loss_cfg: ml_collections.ConfigDict) -> str | None:
+def contrastive_loss_kind(loss_cfg: ml_collections.ConfigDict) -> str | None:
   """The contrastive loss in play ("softmax" | "sigmoid" | "sigmoid_chunked"), None if none."""
-  kind = _kind(loss_cfg)
+  kind = loss_kind(loss_cfg)
   if kind == "hybrid":
     kind = loss_cfg.get("contrastive_kind", "softmax")
     if kind not in CONTRASTIVE_KINDS:
@@ -55,8 +55,8 @@ def _contrastive_kind(loss_cfg: ml_collections.ConfigDict) -> str | None:
   return kind if kind in CONTRASTIVE_KINDS else None
 
 
-def _has_caption(loss_cfg: ml_collections.ConfigDict) -> bool:
-  return _kind(loss_cfg) in ("captioning", "hybrid")
+def has_caption_loss(loss_cfg: ml_collections.ConfigDict) -> bool:
+  return loss_kind(loss_cfg) in ("captioning", "hybrid")
 
 
 def draw_parallel(rng: jax.Array | None, batch_size: int, fraction: float) -> jax.Array:
@@ -84,7 +84,7 @@ def caption_target_count(model: nnx.Module, batch: dict[str, Any],
   return jnp.sum(mask, dtype=jnp.float32)
 
 
-def _contrastive_loss(kind: str, out: dict[str, jax.Array], loss_cfg: ml_collections.ConfigDict,
+def contrastive_loss_from_outputs(kind: str, out: dict[str, jax.Array], loss_cfg: ml_collections.ConfigDict,
                       mesh: jax.sharding.Mesh | None) -> jax.Array:
   audio_emb, text_emb = out["audio_embedding"], out["text_embedding"]
   temperature = out["temperature"]
@@ -138,8 +138,8 @@ def loss_terms_with_outputs(model: nnx.Module, batch: dict[str, Any],
                                        dict[str, jax.Array]]:
   """`loss_terms` plus the model's out_dict; contrastive=False skips the contrastive loss (terms
   keep 0 there), for callers that compute it themselves on gathered embeddings (GradCache)."""
-  contrastive_kind = _contrastive_kind(loss_cfg)
-  has_caption = _has_caption(loss_cfg)
+  contrastive_kind = contrastive_loss_kind(loss_cfg)
+  has_caption = has_caption_loss(loss_cfg)
   if rng is None:
     model_rngs, parallel_rng = None, None
   else:
@@ -158,7 +158,7 @@ def loss_terms_with_outputs(model: nnx.Module, batch: dict[str, Any],
   metrics: dict[str, jax.Array] = {}
   if contrastive_kind is not None:
     if contrastive:
-      terms["contrastive"] = _contrastive_loss(contrastive_kind, out, loss_cfg, mesh)
+      terms["contrastive"] = contrastive_loss_from_outputs(contrastive_kind, out, loss_cfg, mesh)
       metrics["contrastive_loss"] = terms["contrastive"]
     metrics.update(_contrastive_metrics(out))
   if has_caption:
@@ -211,7 +211,7 @@ def combine_terms(terms: dict[str, jax.Array], loss_cfg: ml_collections.ConfigDi
   count = terms["caption_count"] if caption_count is None else caption_count
   caption = terms["caption_sum"] / jnp.maximum(count, 1.0)
   contrastive = terms["contrastive"] * contrastive_scale
-  kind = _kind(loss_cfg)
+  kind = loss_kind(loss_cfg)
   if kind == "captioning":
     return caption
   if kind == "hybrid":
@@ -258,7 +258,7 @@ def compute_loss(model: nnx.Module, batch: dict[str, Any], loss_cfg: ml_collecti
 
   metrics["loss"] is the returned loss.
   """
-  if _kind(loss_cfg) == "tagging":
+  if loss_kind(loss_cfg) == "tagging":
     return tagging_loss(model, batch, loss_cfg, train=train, rng=rng)
   terms, metrics = loss_terms(model, batch, loss_cfg, train=train, rng=rng, parallel=parallel,
                               mesh=mesh)

@@ -121,8 +121,8 @@ def sharding_report(abstract_state, shardings, mesh: Mesh, rules, min_sharded_si
   from flax import nnx
   rule_map = dict(rules)
   problems = []
-  flat_state = nnx.to_flat_state(abstract_state) if hasattr(nnx, "to_flat_state") else abstract_state.flat_state()
-  flat_shard = dict(nnx.to_flat_state(shardings) if hasattr(nnx, "to_flat_state") else shardings.flat_state())
+  flat_state = nnx.to_flat_state(abstract_state)
+  flat_shard = dict(nnx.to_flat_state(shardings))
   for path, variable in flat_state:
     value = variable.get_value() if hasattr(variable, "get_value") else variable.value
     names = _names_of(variable)

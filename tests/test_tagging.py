@@ -49,3 +49,15 @@ def test_tagging_run_trains(tiny_corpus_dir, tmp_path):
   assert all(np.isfinite(r["loss"]) and r["labelled_fraction"] == 1.0 for r in rows)
   # Untrained multi-label BCE over C classes starts near C * log(2).
   assert abs(rows[0]["loss"] - 3 * np.log(2)) < 1.0
+
+
+def test_every_model_refuses_a_frontend_encoder_mel_mismatch(tiny_corpus_dir):
+  import pytest
+  from flax import nnx
+  from alp_jax import models
+  for name in ("clap", "cappa", "tagging"):
+    cfg = make_test_config(name, tiny_corpus_dir)
+    trainer.resolve_vocab(cfg)
+    cfg.frontend.num_mel_bins = 64
+    with pytest.raises(ValueError, match="num_mel_bins"):
+      nnx.eval_shape(lambda: models.build_model(cfg, rngs=nnx.Rngs(0)))

@@ -36,6 +36,13 @@ def _sharding_context() -> contextlib.AbstractContextManager:
   return nnx.use_eager_sharding(False)
 
 
+def check_frontend_matches_encoder(config: ml_collections.ConfigDict) -> None:
+  """Every model that runs the frontend into an audio encoder: mel bins must agree."""
+  if config.model.audio.num_mel_bins != config.frontend.num_mel_bins:
+    raise ValueError(f"config.model.audio.num_mel_bins={config.model.audio.num_mel_bins} differs "
+                     f"from config.frontend.num_mel_bins={config.frontend.num_mel_bins}")
+
+
 def encoder_from_config(cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs) -> nnx.Module:
   """The audio encoder named by cfg.name (config.model.audio)."""
   if cfg.name not in AUDIO_ENCODERS:

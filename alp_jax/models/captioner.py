@@ -56,9 +56,7 @@ class Captioner(nnx.Module):
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     model_cfg = config.model
-    if model_cfg.audio.num_mel_bins != config.frontend.num_mel_bins:
-      raise ValueError(f"config.model.audio.num_mel_bins={model_cfg.audio.num_mel_bins} differs "
-                       f"from config.frontend.num_mel_bins={config.frontend.num_mel_bins}")
+    models.check_frontend_matches_encoder(config)
     self.frontend_cfg = ml_collections.FrozenConfigDict(config.frontend)
     self.audio_encoder = models.encoder_from_config(model_cfg.audio, rngs=rngs)
     self.decoder = caption_decoder.decoder_from_config(

@@ -37,6 +37,7 @@ class Tagger(nnx.Module):
     model_cfg = config.model
     if model_cfg.num_classes < 1:
       raise ValueError("config.model.num_classes must be >= 1 (set data.label_task to a task in labels.json)")
+    models.check_frontend_matches_encoder(config)
     self.frontend_cfg = ml_collections.FrozenConfigDict(config.frontend)
     self.audio_encoder = models.encoder_from_config(model_cfg.audio, rngs=rngs)
     width = self.audio_encoder.output_dim

@@ -52,9 +52,7 @@ class TwoTowers(nnx.Module):
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     model_cfg = config.model
-    if model_cfg.audio.num_mel_bins != config.frontend.num_mel_bins:
-      raise ValueError(f"config.model.audio.num_mel_bins={model_cfg.audio.num_mel_bins} differs "
-                       f"from config.frontend.num_mel_bins={config.frontend.num_mel_bins}")
+    models.check_frontend_matches_encoder(config)
     self.frontend_cfg = _frozen(config.frontend)
     self.audio_pooling = model_cfg.head.audio_pooling
     if self.audio_pooling not in heads.AUDIO_POOLINGS:

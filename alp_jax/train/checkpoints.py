@@ -54,10 +54,6 @@ class Checkpointer:
     restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     return restored["state"]
 
-  def restore_state_only(self, step: int, abstract_state):
-    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-    return restored["state"]
-
   def wait(self) -> None:
     self.manager.wait_until_finished()
 

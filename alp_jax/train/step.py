@@ -50,16 +50,16 @@ def _contrastive_from_embeddings(model, audio_emb, text_emb, loss_cfg, mesh):
   bias = getattr(model, "logit_bias", None)
   if bias is not None:
     out["bias"] = bias.value
-  kind = objectives._contrastive_kind(loss_cfg)
-  return objectives._contrastive_loss(kind, out, loss_cfg, mesh)
+  kind = objectives.contrastive_loss_kind(loss_cfg)
+  return objectives.contrastive_loss_from_outputs(kind, out, loss_cfg, mesh)
 
 
 def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: int, mesh):
   """Exact full-batch loss and gradients from k micro-batches (see module docstring)."""
-  if objectives._kind(loss_cfg) == "tagging":
+  if objectives.loss_kind(loss_cfg) == "tagging":
     raise ValueError("grad_accum_steps > 1 is not implemented for the tagging objective; use 1")
-  contrastive_kind = objectives._contrastive_kind(loss_cfg)
-  has_caption = objectives._has_caption(loss_cfg)
+  contrastive_kind = objectives.contrastive_loss_kind(loss_cfg)
+  has_caption = objectives.has_caption_loss(loss_cfg)
   batch_size = batch["audio"].shape[0]
   parallel_rng, micro_rng = jax.random.split(rng)
   model = nnx.merge(graphdef, params, rest)
@@ -71,7 +71,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
     batch = dict(batch, parallel=parallel)
   micro = _split_micro(batch, k, mesh)
   micro_rngs = jax.random.split(micro_rng, k)
-  kind = objectives._kind(loss_cfg)
+  kind = objectives.loss_kind(loss_cfg)
   w_contrastive = loss_cfg.get("contrastive_weight", 1.0) if kind == "hybrid" else 1.0
   w_caption = loss_cfg.get("caption_weight", 1.0) if kind == "hybrid" else 1.0
 
@@ -155,7 +155,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
       # Row modes drawn exactly as in the accumulated path, so both give the same gradients.
       parallel_rng, model_rng = jax.random.split(rng)
       parallel = None
-      if objectives._has_caption(loss_cfg):
+      if objectives.has_caption_loss(loss_cfg):
         parallel = objectives.draw_parallel(parallel_rng, batch["audio"].shape[0],
                                             loss_cfg.get("parallel_fraction", 0.0))
 
