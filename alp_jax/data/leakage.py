@@ -259,12 +259,17 @@ def _ngrams(tokens: list[str]) -> list[tuple[str, ...]]:
   return [tuple(tokens[i:i + NGRAM]) for i in range(len(tokens) - NGRAM + 1)]
 
 
-def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = NEAR_THRESHOLD,
-               max_shift: int = MAX_SHIFT_FRAMES, chunk: int = 2048, quiet: bool = False) -> dict:
-  """Exact and near-duplicate audio, and caption overlap, of one task folder against the corpus."""
-  rows = read_task(task_dir)
-  files = sorted({str(r["file"]) for r in rows})
-  progress = report.Progress(len(files), f"leakage: {task_dir}", quiet)
+def check_files(files: list, corpus: CorpusAudio, *, threshold: float = NEAR_THRESHOLD,
+                max_shift: int = MAX_SHIFT_FRAMES, chunk: int = 2048, quiet: bool = False,
+                label: str = "leakage: files") -> dict:
+  """Exact and near duplicates of audio files in the corpus.
+
+  -> {"exact": {file: corpus index}, "near": {file: (corpus index, score, corpus offset s, by_profile)},
+      "best": {file: (corpus index, score)} (every file compared by fingerprint), "unreadable": ["file: why"]}.
+  Files are keyed by str(file).
+  """
+  files = [str(f) for f in files]
+  progress = report.Progress(len(files), label, quiet)
   exact_of, prints, unreadable = {}, [], []  # prints[i]: one fingerprint per EVAL_OFFSETS entry, or None
   for i, file in enumerate(files, 1):
     try:
@@ -279,7 +284,7 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
     prints.append([fingerprint(samples[offset:]) for offset in EVAL_OFFSETS] if audio.size else None)
     progress.update(i)
 
-  near_of = {}
+  near_of, best_of = {}, {}
   checked = [i for i, p in enumerate(prints) if p is not None and files[i] not in exact_of]
   if checked and corpus.ids:
     best = np.full(len(checked), -1.0)
@@ -301,9 +306,20 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
         best_offset = np.where(better, seconds, best_offset)
         best_by_profile = np.where(better, by_profile[rows_index, column], best_by_profile)
     for k, i in enumerate(checked):
+      best_of[files[i]] = (int(best_index[k]), float(best[k]))
       if best[k] >= threshold:
         near_of[files[i]] = (int(best_index[k]), float(best[k]), float(best_offset[k]), bool(best_by_profile[k]))
+  return {"exact": exact_of, "near": near_of, "best": best_of, "unreadable": unreadable}
 
+
+def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = NEAR_THRESHOLD,
+               max_shift: int = MAX_SHIFT_FRAMES, chunk: int = 2048, quiet: bool = False) -> dict:
+  """Exact and near-duplicate audio, and caption overlap, of one task folder against the corpus."""
+  rows = read_task(task_dir)
+  files = sorted({str(r["file"]) for r in rows})
+  found = check_files(files, corpus, threshold=threshold, max_shift=max_shift, chunk=chunk, quiet=quiet,
+                      label=f"leakage: {task_dir}")
+  exact_of, near_of = found["exact"], found["near"]
   exact, near = [], []
   for r in rows:
     file = str(r["file"])
@@ -318,12 +334,31 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
                    "corpus_offset_seconds": round(offset, 3),
                    "compared_by": "profile (both stationary)" if by_profile else "pattern"})
   captions = [r["caption"] for r in rows if r["caption"]]
+  scores = [score for _, score in found["best"].values()]
   result = {"task_dir": str(task_dir), "rows": len(rows), "clips": len(files),
-            "exact": exact, "near": near, "unreadable": unreadable,
-            "leaked_rows": {s: sum(1 for x in exact + near if x["split"] == s) for s in SPLITS}}
+            "exact": exact, "near": near, "unreadable": found["unreadable"],
+            "leaked_rows": {s: sum(1 for x in exact + near if x["split"] == s) for s in SPLITS},
+            "max_near_score": round(max(scores), 4) if scores else None}
   if captions:
     result["captions"] = caption_overlap(captions, Path(corpus_dir) / "captions.txt")
   return result
+
+
+def check(corpus_dir, task_dirs, *, corpus: CorpusAudio | None = None, threshold: float = NEAR_THRESHOLD,
+          max_shift: int = MAX_SHIFT_FRAMES, quiet: bool = False) -> dict:
+  """The full report of every task folder against a prepared corpus (read here unless `corpus` is given)."""
+  start = time.monotonic()
+  if corpus is None:
+    corpus = read_corpus_audio(corpus_dir, quiet=quiet)
+  tasks = [check_task(t, corpus, corpus_dir, threshold=threshold, max_shift=max_shift, quiet=quiet)
+           for t in task_dirs]
+  settings = {"near_threshold": threshold, "max_shift_seconds": max_shift * BLOCK_HOP * HOP / SAMPLE_RATE,
+              "min_overlap": MIN_OVERLAP, "stationary_db": STATIONARY_DB, "fingerprint_seconds": MAX_SECONDS,
+              "mel_bands": MEL_BANDS}
+  return {"corpus": str(corpus_dir), "corpus_clips": len(corpus.ids),
+          "exact": sum(len(t["exact"]) for t in tasks), "near": sum(len(t["near"]) for t in tasks),
+          "leaked_rows": sum(len(t["exact"]) + len(t["near"]) for t in tasks), "tasks": tasks,
+          "settings": settings, "seconds": round(time.monotonic() - start, 2)}
 
 
 def summary_lines(report_json: dict, show: int = 5) -> list[str]:
@@ -332,7 +367,8 @@ def summary_lines(report_json: dict, show: int = 5) -> list[str]:
   for task in report_json["tasks"]:
     lines.append(f"  {task['task_dir']}: {task['clips']} clips in {task['rows']} rows; exact {len(task['exact'])}, "
                  f"near {len(task['near'])} rows (by split: "
-                 + ", ".join(f"{s} {n}" for s, n in task["leaked_rows"].items()) + ")")
+                 + ", ".join(f"{s} {n}" for s, n in task["leaked_rows"].items()) + ")"
+                 + ("" if task.get("max_near_score") is None else f"; highest score {task['max_near_score']:.3f}"))
     for x in task["exact"][:show]:
       lines.append(f"      exact  {x['split']:<5} {x['path']}  = corpus {x['corpus_id']} ({x['corpus_source']})")
     for x in task["near"][:show]:
@@ -345,6 +381,11 @@ def summary_lines(report_json: dict, show: int = 5) -> list[str]:
       overlap = c[f"mean_{NGRAM}gram_overlap"]
       lines.append(f"      captions: {c['eval_captions']}, verbatim in pretraining {c['exact_match_fraction']:.1%}, "
                    f"mean {NGRAM}-gram overlap " + ("n/a" if overlap is None else f"{overlap:.1%}"))
+    else:
+      lines.append("      captions: none (no `caption` column), not compared")
+  exact, near = report_json["exact"], report_json["near"]
+  verdict = "clean" if exact + near == 0 else "LEAKED"
+  lines.append(f"[leakage] {verdict}: {exact} exact, {near} near rows in {len(report_json['tasks'])} task folder(s)")
   return lines
 
 
@@ -360,22 +401,13 @@ def main(argv=None) -> int:
   parser.add_argument("--strict", action="store_true", help="exit 1 when any exact or near duplicate is found")
   parser.add_argument("--quiet", action="store_true")
   args = parser.parse_args(argv)
-  start = time.monotonic()
+  max_shift = int(round(args.max_shift_seconds * SAMPLE_RATE / HOP / BLOCK_HOP))
   try:
-    corpus = read_corpus_audio(args.corpus, quiet=args.quiet)
-    max_shift = int(round(args.max_shift_seconds * SAMPLE_RATE / HOP / BLOCK_HOP))
-    tasks = [check_task(t, corpus, args.corpus, threshold=args.threshold, max_shift=max_shift, quiet=args.quiet)
-             for t in args.task_dir]
+    result = check(args.corpus, args.task_dir, threshold=args.threshold, max_shift=max_shift, quiet=args.quiet)
   except (FileNotFoundError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  leaks = sum(len(t["exact"]) + len(t["near"]) for t in tasks)
-  settings = {"near_threshold": args.threshold, "max_shift_seconds": max_shift * BLOCK_HOP * HOP / SAMPLE_RATE,
-              "min_overlap": MIN_OVERLAP, "stationary_db": STATIONARY_DB, "fingerprint_seconds": MAX_SECONDS,
-              "mel_bands": MEL_BANDS}
-  result = {"corpus": str(args.corpus), "corpus_clips": len(corpus.ids), "leaked_rows": leaks, "tasks": tasks,
-            "settings": settings,
-            "seconds": round(time.monotonic() - start, 2)}
+  leaks = result["leaked_rows"]
   print("\n".join(summary_lines(result, args.show)))
   if args.out:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
