@@ -66,13 +66,13 @@ def _to_numpy_pure(tree) -> dict:
 
 def encoder_params_from_workdir(workdir, step: int | None = None) -> dict:
   _, _, state, _ = restore_run(workdir, step)
-  return _to_numpy_pure(state["params"][encoder_init.ENCODER_ATTR])
+  return _to_numpy_pure(encoder_init.get_encoder(state["params"]))
 
 
 def export(workdir, out, step: int | None = None, *, quiet: bool = False) -> dict:
   t0 = time.perf_counter()
   config, _, state, step = restore_run(workdir, step)
-  params = _to_numpy_pure(state["params"][encoder_init.ENCODER_ATTR])
+  params = _to_numpy_pure(encoder_init.get_encoder(state["params"]))
   out = Path(out).absolute()
   if out.exists():
     shutil.rmtree(out)

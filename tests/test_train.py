@@ -99,7 +99,7 @@ def test_model_init_from_exported_encoder(runs, tiny_corpus_dir, tmp_path):
   state = state_lib.init_state(cfg, mesh, tx, shardings, seed=1)
   loaded = encoder_init.load_into_state(state, tmp_path / "enc", mesh)
   want = jax.tree.leaves(AudioEncoder.load(tmp_path / "enc").encoder_params_pure())
-  got = jax.tree.leaves(jax.device_get(loaded["params"][encoder_init.ENCODER_ATTR]))
+  got = jax.tree.leaves(jax.device_get(encoder_init.get_encoder(loaded["params"])))
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a, b)
   # A different encoder size is refused with a message naming the mismatch.

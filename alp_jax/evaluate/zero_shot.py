@@ -32,7 +32,7 @@ class ZeroShotModel:
     from alp_jax import encoder_api
     from alp_jax.train import encoder_init
     self.model, self.tokenizer, self.max_tokens = model, tokenizer, max_tokens
-    self.encoder = encoder_api.AudioEncoder(meta, getattr(model, encoder_init.ENCODER_ATTR))
+    self.encoder = encoder_api.AudioEncoder(meta, encoder_init.get_encoder(model))
     graphdef, state = nnx.split(model)
 
     @jax.jit

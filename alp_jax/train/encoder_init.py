@@ -10,8 +10,47 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax import nnx
 
 ENCODER_ATTR = "audio_encoder"
+# Where each model keeps its audio encoder (attribute path): at the top (two_towers, captioner, tagger) or inside
+# the shared two towers (hybrid).
+ENCODER_PATHS = ((ENCODER_ATTR,), ("towers", ENCODER_ATTR))
+
+
+def encoder_path(tree) -> tuple[str, ...]:
+  """The key path of the audio encoder in a params tree (dict or nnx.State) or an nnx model."""
+  for path in ENCODER_PATHS:
+    node, found = tree, True
+    for key in path:
+      if isinstance(node, nnx.Module):
+        found = hasattr(node, key)
+        node = getattr(node, key, None)
+      else:
+        found = key in node
+        node = node[key] if found else None
+      if not found:
+        break
+    if found:
+      return path
+  raise KeyError(f"no audio encoder at any of {['/'.join(p) for p in ENCODER_PATHS]}")
+
+
+def get_encoder(tree):
+  """The audio-encoder subtree of a params tree, or the audio-encoder module of an nnx model."""
+  node = tree
+  for key in encoder_path(tree):
+    node = getattr(node, key) if isinstance(node, nnx.Module) else node[key]
+  return node
+
+
+def set_encoder(params, value) -> None:
+  """Replaces the audio-encoder subtree of a params tree (dict or nnx.State) in place."""
+  *parents, last = encoder_path(params)
+  node = params
+  for key in parents:
+    node = node[key]
+  node[last] = value
 
 
 def _flat(tree) -> dict:
@@ -40,7 +79,7 @@ def load_encoder_params(path: str | os.PathLike) -> dict:
 def load_into_state(state: dict, path: str | os.PathLike, mesh) -> dict:
   """Replaces state['params'].audio_encoder by the encoder at `path`; a clear error on any shape mismatch."""
   loaded = _flat(load_encoder_params(path))
-  target_state = state["params"][ENCODER_ATTR]
+  target_state = get_encoder(state["params"])
   target = _flat(target_state)
   missing = sorted(set(target) - set(loaded))
   extra = sorted(set(loaded) - set(target))
@@ -57,5 +96,5 @@ def load_into_state(state: dict, path: str | os.PathLike, mesh) -> dict:
 
   new_encoder = jax.tree_util.tree_map_with_path(put, target_state)
   params = state["params"]
-  params[ENCODER_ATTR] = new_encoder
+  set_encoder(params, new_encoder)
   return {**state, "params": params}
