@@ -9,7 +9,8 @@ decode (or holds no samples) is reported by name, skipped and counted; it never 
 
 The cache (optional) is one .npz per (task, encoder fingerprint, file list) under `cache_dir`; the encoder
 fingerprint hashes the exported settings and every parameter's bytes, so another checkpoint never reuses
-stale embeddings.
+stale embeddings. In-memory clips (Example.audio, e.g. TFDS records) are decoded by their loader and
+fingerprinted by their key.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -66,15 +68,19 @@ def _files_fingerprint(task: tasks_lib.Task) -> str:
   digest = hashlib.sha1()
   for split in sorted(task.splits):
     for example in task.splits[split]:
+      if example.audio is not None:
+        digest.update(f"{split}|{example.audio.key}\n".encode())
+        continue
       stat = example.path.stat() if example.path.exists() else None
       digest.update(f"{split}|{example.path}|{stat and stat.st_size}|{stat and stat.st_mtime_ns}\n".encode())
   return digest.hexdigest()
 
 
-def _embed_file(encoder, path: Path) -> np.ndarray | str:
-  """(T, D) frames, or the reason the file cannot be used."""
+def _embed_file(encoder, example: tasks_lib.Example) -> np.ndarray | str:
+  """(T, D) frames, or the reason the clip cannot be used."""
+  path = example.path
   try:
-    samples, sample_rate = audio_io.decode(path)
+    samples, sample_rate = example.audio.load() if example.audio is not None else audio_io.decode(path)
   except audio_io.AudioDecodeError as e:
     return str(e)
   if samples.shape[0] == 0:
@@ -120,7 +126,8 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
   cache_path = None
   if cache_dir is not None:
     fingerprint = fingerprint or encoder_fingerprint(encoder)
-    cache_path = Path(cache_dir) / f"{task.name}-{fingerprint[:16]}-{_files_fingerprint(task)[:12]}.npz"
+    safe_name = re.sub(r"[^\w.-]", "_", task.name)   # TFDS names hold "/" and ":"
+    cache_path = Path(cache_dir) / f"{safe_name}-{fingerprint[:16]}-{_files_fingerprint(task)[:12]}.npz"
     if cache_path.exists():
       result = _load(cache_path, task)
       if log:
@@ -134,9 +141,9 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
   for split, examples in task.splits.items():
     frames, kept = [], []
     for index, example in enumerate(examples):
-      key = str(example.path)
+      key = example.audio.key if example.audio is not None else str(example.path)
       if key not in memo:
-        memo[key] = _embed_file(encoder, example.path)
+        memo[key] = _embed_file(encoder, example)
         computed += 1
       outcome = memo[key]
       done += 1

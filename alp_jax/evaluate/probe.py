@@ -343,6 +343,8 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
                      config: ProbeConfig = ProbeConfig(), cache_dir=None, log=print) -> list[dict]:
   """Embeds every task with `encoder` (an AudioEncoder) and probes it with each pooling.
 
+  task_dirs: task folders, or tasks.Task objects (e.g. from tfds_tasks.read_tfds_task), in any mix.
+
   -> one row per (task, pooling): {"task", "task_dir", "metric", "pooling", "value", "skipped_files",
   "num_classes", "probe": ProbeResult.to_dict(), "embed_seconds", "probe_seconds"}.
   """
@@ -352,7 +354,7 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
   fingerprint = embed_lib.encoder_fingerprint(encoder) if cache_dir is not None else None
   memo, rows = {}, []
   for task_dir in task_dirs:
-    task = tasks_lib.read_task(task_dir)
+    task = task_dir if isinstance(task_dir, tasks_lib.Task) else tasks_lib.read_task(task_dir)
     embeddings = embed_lib.embed_task(encoder, task, cache_dir=cache_dir, memo=memo, fingerprint=fingerprint, log=log)
     for pooling in poolings:
       t0 = time.monotonic()

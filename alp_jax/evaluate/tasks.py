@@ -8,6 +8,9 @@
 A row with several labels ("dog;bark") makes the task multi-label; otherwise it is single-label (task.json
 can force multi-label when every clip happens to carry one label). Labels are
 class names (strings); the class list is the sorted union over all splits.
+
+Tasks need not come from folders: an Example may carry its audio in memory (`Example.audio`, an AudioSource
+that loads (samples, sample_rate) on demand), e.g. the records of a TFDS dataset (tfds_tasks.py).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,9 +33,19 @@ class TaskFormatError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class AudioSource:
+  """Audio that is not a file. `load()` -> (samples (N,) or (N, C), sample_rate), raising
+  audio_io.AudioDecodeError when the record cannot be used. `key` names the clip uniquely and changes
+  when its data does: the embedding cache fingerprints it instead of a file's size and mtime."""
+  key: str
+  load: Callable[[], tuple[np.ndarray, int]] = dataclasses.field(compare=False, repr=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class Example:
-  path: Path                # absolute, normalised audio path
+  path: Path                # absolute, normalised audio path (with `audio`: a readable name, never opened)
   labels: tuple[str, ...]   # one label for single-label tasks
+  audio: AudioSource | None = None   # in-memory audio instead of the file at `path`
 
 
 @dataclasses.dataclass
