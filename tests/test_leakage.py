@@ -188,3 +188,58 @@ def test_fingerprint_is_gain_invariant():
   np.testing.assert_allclose(quiet_profile, profile, atol=1e-5)
   assert quiet_activity == pytest.approx(activity, rel=1e-4) and activity > leakage.STATIONARY_DB
   assert leakage.fingerprint(sine(440, 1.0, RATE))[2] < leakage.STATIONARY_DB
+
+
+def test_demo_task_sentences_are_held_out_and_sound_types_not_steady():
+  from alp_jax.data import demo_synth
+  from alp_jax.evaluate import demo_tasks
+  for speaker in demo_tasks.SPEAKERS:
+    held_out = demo_tasks.EVAL_SENTENCES[speaker.language]
+    assert held_out and not set(held_out) & set(demo_synth.SENTENCES[speaker.language])
+  assert not set(demo_tasks.SOUND_TYPES) & {"noise", "rain", "engine", "hum"}
+  speech = [c for c in demo_tasks.plan(12, 1000) if c["labels"]["domain"] == "speech"]
+  assert all(c["attrs"]["text"] in demo_tasks.EVAL_SENTENCES[c["attrs"]["language"]] for c in speech)
+
+
+def test_demo_task_builder_draws_again_clips_that_duplicate_the_corpus(tmp_path):
+  """A corpus holding an exact copy and a -6 dB copy of two first-draw task clips: a build without the corpus
+  leaks them (the check sees them), a build with it draws those two again, and its tasks come out clean."""
+  from alp_jax import sysdeps
+  from alp_jax.data import demo_synth
+  from alp_jax.evaluate import demo_tasks
+  clips = {c["file"]: c for c in demo_tasks.plan(6, 1000)}
+  copies = {"audio/speech-0000.wav": ("exact", 0.0), "audio/sound-0001.wav": ("near", -6.0)}
+  records = []
+  try:
+    sysdeps.require_binaries(demo_synth.BINARIES, files=(demo_synth.SOUNDFONT,))
+  except sysdeps.MissingSystemPackage as e:
+    pytest.skip(str(e))
+  for i, (file, (_, gain_db)) in enumerate(copies.items()):
+    attrs = clips[file]["attrs"]
+    path = tmp_path / "raw" / f"copy_{i}.wav"
+    path.parent.mkdir(exist_ok=True)
+    demo_synth.render_clip({**attrs, "peak_dbfs": attrs["peak_dbfs"] + gain_db}, path, tmp_path)
+    records.append({"id": f"copy-{i}", "audio": str(path.relative_to(tmp_path)), "source": "copies",
+                    "captions": [f"a copy of {file}"]})
+  corpus_dir = tmp_path / "corpus"
+  prepare_lib.prepare([write_manifest(tmp_path / "m.jsonl", records)], corpus_dir, quiet=True)
+
+  unchecked = demo_tasks.build_demo_tasks(tmp_path / "unchecked", clips_per_task=6, quiet=True)
+  leaked = leakage.check(corpus_dir, [unchecked["domain"]], quiet=True)
+  found = {x["path"][3:]: kind for kind in ("exact", "near") for x in leaked["tasks"][0][kind]}
+  assert found == {file: kind for file, (kind, _) in copies.items()}
+
+  checked = demo_tasks.build_demo_tasks(tmp_path / "checked", clips_per_task=6, corpus_dir=corpus_dir, quiet=True)
+  report = leakage.check(corpus_dir, list(checked.values()), quiet=True)
+  assert report["exact"] == 0 and report["near"] == 0, report
+  build = json.loads((tmp_path / "checked" / demo_tasks.BUILD_FILE).read_text())
+  first_round = {r["file"]: r["kind"] for r in build["leakage_check"]["replacements"] if r["attempt"] == 0}
+  assert first_round == found
+  assert set(build["attempts"]) == set(copies)  # only those two were drawn again (a draw may take more than one)
+  assert build["leakage_check"]["max_score"] < leakage.NEAR_THRESHOLD
+  # The replacements keep their slot's labels, and a rebuild with the same corpus reuses the checked clips.
+  for task, task_dir in checked.items():
+    assert (task_dir / "test.csv").read_text() == (unchecked[task] / "test.csv").read_text()
+  again = demo_tasks.build_demo_tasks(tmp_path / "checked", clips_per_task=6, corpus_dir=corpus_dir, quiet=True)
+  assert again == checked
+  assert json.loads((tmp_path / "checked" / demo_tasks.BUILD_FILE).read_text()) == build

@@ -198,12 +198,17 @@ def _speech_seconds(text: str, rate_wpm: int) -> float:
   return len(text.split()) * 60.0 / rate_wpm + 0.3
 
 
-def sample_speech(rng: np.random.Generator, seconds: float, speaker: Speaker) -> dict:
-  """Attributes of a speech clip of about `seconds` by `speaker`: sentence, rate, pitch, timing."""
+def sample_speech(rng: np.random.Generator, seconds: float, speaker: Speaker,
+                  sentences: dict[str, tuple[str, ...]] | None = None) -> dict:
+  """Attributes of a speech clip of about `seconds` by `speaker`: sentence, rate, pitch, timing.
+
+  The sentence comes from `sentences[speaker.language]` (default SENTENCES, the corpus's pool; the demo's
+  probe tasks pass a held-out pool).
+  """
   rate_wpm = int(rng.integers(120, 221))
   pitch = int(np.clip(speaker.base_pitch + rng.integers(-6, 7), 20, 80))
   lead = float(rng.uniform(0.05, 0.3))
-  sentences = SENTENCES[speaker.language]
+  sentences = (SENTENCES if sentences is None else sentences)[speaker.language]
   fitting = [s for s in sentences if _speech_seconds(s, rate_wpm) <= seconds - lead]
   text = (fitting[int(rng.integers(len(fitting)))] if fitting
           else min(sentences, key=lambda s: len(s.split())))
