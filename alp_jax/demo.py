@@ -8,7 +8,8 @@
             same trainer as any run (python -m alp_jax.train), and export both audio encoders.
 3. evaluate: linear probes (mean and attention pooling) of both encoders and of a random-init baseline of the
             same architecture on the demo's probe tasks (freshly synthesised clips, never in the pretraining
-            corpus), printed as one comparison table.
+            corpus, and checked against it: the leakage report, which must say clean, goes to leakage.json),
+            printed as one comparison table.
 Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
 `make demo` is quick.
 """
@@ -93,10 +94,19 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
 
 def stage_evaluate(out: Path) -> dict:
   from alp_jax import AudioEncoder
+  from alp_jax.data import leakage
   from alp_jax.evaluate import demo_tasks
   _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init)")
   t0 = time.monotonic()
-  dirs = demo_tasks.build_demo_tasks(out / "probe_tasks")
+  corpus_dir = out / "corpus"
+  corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
+  # Any probe clip that duplicates a corpus clip is drawn again (demo_tasks); the report below re-checks them all.
+  dirs = demo_tasks.build_demo_tasks(out / "probe_tasks", corpus_dir=corpus_dir, corpus=corpus)
+  _banner("leakage: the probe tasks against the pretraining corpus")
+  leak_report = leakage.check(corpus_dir, list(dirs.values()), corpus=corpus, quiet=True)
+  print("\n".join(leakage.summary_lines(leak_report)))
+  (out / "leakage.json").write_text(json.dumps(leak_report, indent=1))
+  print(f"[leakage] full report: {out / 'leakage.json'}")
   clap = AudioEncoder.load(out / "clap_encoder")
   encoders = {"clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder"),
               "random_init": AudioEncoder.build(clap.meta, seed=0)}
@@ -105,7 +115,8 @@ def stage_evaluate(out: Path) -> dict:
   demo_tasks.print_comparison(rows)
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
   return {"tasks": len(dirs), "seconds": round(time.monotonic() - t0, 1),
-          "results": str(out / "probe_results.json")}
+          "results": str(out / "probe_results.json"),
+          "leakage": f"{leak_report['exact']} exact, {leak_report['near']} near ({out / 'leakage.json'})"}
 
 
 def main(argv=None) -> int:
