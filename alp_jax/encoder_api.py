@@ -80,6 +80,18 @@ class AudioEncoder:
     nnx.replace_by_pure_dict(abstract_state, pure)
     return cls(meta, nnx.merge(graphdef, abstract_state))
 
+  def save(self, enc_dir: str | os.PathLike) -> Path:
+    """Writes an export folder (encoder_config.json + params) that `load` reads back; replaces params there."""
+    enc_dir = Path(enc_dir).absolute()
+    enc_dir.mkdir(parents=True, exist_ok=True)
+    if (enc_dir / PARAMS_DIR).exists():
+      import shutil
+      shutil.rmtree(enc_dir / PARAMS_DIR)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(enc_dir / PARAMS_DIR, self.encoder_params_pure())
+    (enc_dir / CONFIG_FILE).write_text(json.dumps(self.meta, indent=1))
+    return enc_dir
+
   def encoder_params_pure(self) -> dict:
     return jax.tree.map(np.asarray, nnx.state(self.module, nnx.Param).to_pure_dict())
 

@@ -156,37 +156,78 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   assert table[0].split()[-2:] == ["a", "b"] and len(table) == 3
 
 
-def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
-  import jax.numpy as jnp
-  from flax import nnx
-  from alp_jax import models
-  from alp_jax.audio import io as audio_io
+def _tiny_tokenizer(tmp_path):
   from alp_jax.data import tokenizer as tokenizer_lib
-  from alp_jax.evaluate import tasks, zero_shot
   words = ("low", "high", "tone", "sound", "the", "of", "a", "recording", "noise", "beep")
   rng = np.random.default_rng(0)
   (tmp_path / "captions.txt").write_text("\n".join(" ".join(rng.choice(words, 6)) for _ in range(300)) + "\n")
-  tok = tokenizer_lib.Tokenizer(tokenizer_lib.train(tmp_path, vocab_size=40, quiet=True))
-  cfg = load_config("clap", "tiny")
+  return tokenizer_lib.Tokenizer(tokenizer_lib.train(tmp_path, vocab_size=40, quiet=True))
+
+
+def _tiny_run(tmp_path, config_name: str, seed: int = 1):
+  from flax import nnx
+  from alp_jax import models
+  from alp_jax.evaluate import run_model
+  tok = _tiny_tokenizer(tmp_path)
+  cfg = load_config(config_name, "tiny")
   cfg.data.crop_seconds = 1.0
   cfg.model.vocab_size = tok.vocab_size
-  model = models.build_model(cfg, rngs=nnx.Rngs(1))
-  zs = zero_shot.ZeroShotModel(model, tok, _tiny_meta(), max_tokens=cfg.data.max_caption_tokens)
-  row = zero_shot.evaluate_task(zs, task_dir, log=None)
-  assert row["pooling"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
-  # Reference: the model's own evaluation forward, each test clip (all shorter than the crop) as one window.
+  model = models.build_model(cfg, rngs=nnx.Rngs(seed))
+  return run_model.RunModel(cfg, model, tok), model, tok, cfg
+
+
+def _test_clips(task_dir):
+  """The task's test clips (all shorter than the 1 s crop) as one padded window each, and their whole-clip frames."""
+  from alp_jax.audio import io as audio_io
+  from alp_jax.evaluate import tasks
   test = [e for e in tasks.read_task(task_dir).splits["test"]]
   audio, mask = np.zeros((len(test), 16000), np.float32), np.zeros((len(test), 16000), bool)
   for i, example in enumerate(test):
     clip = audio_io.load_audio(example.path)
     audio[i, :len(clip)], mask[i, :len(clip)] = clip, True
+  return test, audio, mask
+
+
+def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
+  import jax.numpy as jnp
+  from alp_jax.audio import io as audio_io
+  from alp_jax.evaluate import zero_shot
+  run, model, tok, cfg = _tiny_run(tmp_path, "clap")
+  [row] = zero_shot.evaluate_task(run, task_dir, log=None)
+  assert row["pooling"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
+  # Reference: the model's own evaluation forward, each test clip as one window.
+  test, audio, mask = _test_clips(task_dir)
   expected_audio, _ = model.embed_audio(jnp.asarray(audio), jnp.asarray(mask))
-  for i, example in enumerate(test):
-    frames = zs.encoder.embed(*audio_io.decode(example.path))["frames"]
-    np.testing.assert_allclose(zs.audio_embedding(frames), np.asarray(expected_audio[i]), atol=2e-4)
+  frames = [run.encoder.embed(*audio_io.decode(example.path))["frames"] for example in test]
+  np.testing.assert_allclose(run.audio_embeddings(frames), np.asarray(expected_audio), atol=2e-4)
   tokens, token_mask = tok.encode_padded([t.format(label="low") for t in zero_shot.TEMPLATES],
                                          cfg.data.max_caption_tokens)
   prompts, _ = model.embed_text(jnp.asarray(tokens), jnp.asarray(token_mask))
   expected_class = np.asarray(prompts).mean(axis=0)
-  np.testing.assert_allclose(zs.class_embeddings(["low"])[0], expected_class / np.linalg.norm(expected_class),
-                             atol=1e-5)
+  np.testing.assert_allclose(zero_shot.class_embeddings(run, ["low", "high"])[0],
+                             expected_class / np.linalg.norm(expected_class), atol=1e-5)
+
+
+def test_captioner_likelihoods_and_greedy_match_the_decoder_on_the_model_frames(tmp_path, task_dir):
+  import jax.numpy as jnp
+  from alp_jax.audio import io as audio_io
+  from alp_jax.evaluate import zero_shot
+  from alp_jax.models import decoding
+  run, model, tok, cfg = _tiny_run(tmp_path, "cappa")
+  [row] = zero_shot.evaluate_task(run, task_dir, log=None)
+  assert row["pooling"] == "zero_shot_likelihood" and 0.0 <= row["value"] <= 1.0
+  test, audio, mask = _test_clips(task_dir)
+  model_frames, out = model.encode_audio(jnp.asarray(audio), jnp.asarray(mask))
+  frames = [run.encoder.embed(*audio_io.decode(example.path))["frames"] for example in test]
+  texts = zero_shot.prompts("low") + ["high tone noise"]
+  tokens, token_mask = tok.encode_padded(texts, cfg.data.max_caption_tokens)
+  for i in range(len(test)):   # each clip alone, with the model's own frames, one text at a time
+    one = model_frames[i:i + 1], out["frame_mask"][i:i + 1]
+    expected = [float(decoding.score_captions(model.decoder, *one, jnp.asarray(tokens[j:j + 1]),
+                                              jnp.asarray(token_mask[j:j + 1]))[0]) for j in range(len(texts))]
+    np.testing.assert_allclose(run.log_likelihoods(frames[i:i + 1], texts)[0], expected, atol=2e-3, rtol=1e-4)
+  scores = zero_shot.class_scores(run, frames, ["low", "high"], zero_shot.LIKELIHOOD)
+  batched = run.log_likelihoods(frames, zero_shot.prompts("low") + zero_shot.prompts("high"))
+  np.testing.assert_allclose(scores, batched.reshape(len(frames), 2, -1).mean(-1), rtol=1e-6)
+  greedy = decoding.greedy_decode(model.decoder, *one, cfg.data.max_caption_tokens)[0]
+  assert run.generate(frames[-1:]) == [tok.decode(np.asarray(greedy)[0])]

@@ -1,0 +1,151 @@
+"""A restored training run, as the evaluators use it: audio frames, contrastive embeddings, caption likelihoods.
+
+Legend: N clips, M texts (prompts or captions), T encoder frames of a clip (valid frames only), D encoder width,
+E joint embedding width, L caption tokens (config.data.max_caption_tokens).
+
+Every clip is encoded whole by the exported-encoder path (`AudioEncoder.embed`: fixed windows of the training
+crop, the last one masked), so the run's heads see the same deterministic frames as the probes. From those
+frames:
+  contrastive (two_towers, hybrid)  audio_embeddings: the run's audio head and pooling over all valid frames;
+                                    text_embeddings: the text tower. Both L2-normalised, compared by cosine.
+  caption decoder (captioner, hybrid)
+                                    log_likelihoods: log p(text | clip) summed over the text's tokens and EOS,
+                                    teacher-forced (alp_jax.models.decoding.score_caption_candidates);
+                                    generate: greedy or beam-search captions.
+Clips are batched CLIP_BATCH at a time and padded (masked) to the longest clip of the call, so one call
+compiles once; padding rows and frames are masked and change no number.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+CLIP_BATCH = 8
+TEXT_BATCH = 64
+CONTRASTIVE_MODELS = ("two_towers", "hybrid")
+DECODER_MODELS = ("captioner", "hybrid")
+
+
+class MissingHead(ValueError):
+  """An evaluation needs a part the run's model does not have (a text tower, a caption decoder)."""
+
+
+def _pad_batch(frames: list[np.ndarray], length: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+  """Per-clip (T_i, D) -> (rows, length, D) float32 and mask (rows, length), zero-padded."""
+  width = frames[0].shape[-1]
+  padded = np.zeros((rows, length, width), np.float32)
+  mask = np.zeros((rows, length), bool)
+  for i, f in enumerate(frames):
+    padded[i, :len(f)], mask[i, :len(f)] = f, True
+  return padded, mask
+
+
+class RunModel:
+  """The towers of a restored run. Build with `RunModel.from_workdir`."""
+
+  def __init__(self, config, model: nnx.Module, tokenizer, *, step: int | None = None, workdir: str = ""):
+    from alp_jax import encoder_api
+    from alp_jax.train import encoder_init
+    self.config, self.model, self.tokenizer, self.step, self.workdir = config, model, tokenizer, step, workdir
+    self.kind = config.model.name
+    self.max_tokens = int(config.data.max_caption_tokens)
+    meta = {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
+            "crop_seconds": config.data.crop_seconds}
+    self.encoder = encoder_api.AudioEncoder(meta, encoder_init.get_encoder(model))
+    self.towers = model if self.kind == "two_towers" else getattr(model, "towers", None)
+    self.decoder = getattr(model, "decoder", None) if self.kind in DECODER_MODELS else None
+    self._text_fn = self._frames_fn = None
+    if self.towers is not None:
+      graphdef, state = nnx.split(self.towers)
+
+      @jax.jit
+      def embed_text(state, tokens, mask):
+        return nnx.merge(graphdef, state).embed_text(tokens, mask)[0]   # (B,E)
+
+      @jax.jit
+      def embed_frames(state, frames, mask):
+        from alp_jax.models import heads
+        towers = nnx.merge(graphdef, state)
+        return heads.audio_embedding(towers.audio_head, frames, mask, towers.audio_pooling)   # (B,E)
+
+      self._towers_state, self._text_fn, self._frames_fn = state, embed_text, embed_frames
+
+  @classmethod
+  def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None) -> "RunModel":
+    from alp_jax import export as export_lib
+    from alp_jax.data import tokenizer as tokenizer_lib
+    config, graphdef, state, step = export_lib.restore_run(workdir, step)
+    model = nnx.merge(graphdef, state["params"], state["rest"])
+    tokenizer = tokenizer_lib.Tokenizer(config.data.get("tokenizer") or
+                                        Path(config.data.corpus_dir) / tokenizer_lib.MODEL_FILE)
+    return cls(config, model, tokenizer, step=step, workdir=str(Path(workdir).absolute()))
+
+  @property
+  def contrastive(self) -> bool:
+    return self._text_fn is not None
+
+  @property
+  def has_decoder(self) -> bool:
+    return self.decoder is not None
+
+  def _need(self, contrastive: bool = False, decoder: bool = False) -> None:
+    if contrastive and not self.contrastive:
+      raise MissingHead(f"{self.workdir} trains {self.kind!r}, which has no text tower aligned to the audio "
+                        f"(needs one of {CONTRASTIVE_MODELS})")
+    if decoder and not self.has_decoder:
+      raise MissingHead(f"{self.workdir} trains {self.kind!r}, which has no caption decoder "
+                        f"(needs one of {DECODER_MODELS})")
+
+  def _batches(self, frames: list[np.ndarray]):
+    length = max(len(f) for f in frames)
+    for start in range(0, len(frames), CLIP_BATCH):
+      chunk = frames[start:start + CLIP_BATCH]
+      padded, mask = _pad_batch(chunk, length, CLIP_BATCH)
+      yield len(chunk), jnp.asarray(padded), jnp.asarray(mask)
+
+  def text_embeddings(self, texts: list[str]) -> np.ndarray:
+    """(M, E) L2-normalised text-tower embeddings."""
+    self._need(contrastive=True)
+    out = []
+    for start in range(0, len(texts), TEXT_BATCH):
+      chunk = list(texts[start:start + TEXT_BATCH])
+      tokens, mask = self.tokenizer.encode_padded(chunk + [""] * (TEXT_BATCH - len(chunk)), self.max_tokens)
+      out.append(np.asarray(self._text_fn(self._towers_state, tokens, mask))[:len(chunk)])
+    return np.concatenate(out)
+
+  def audio_embeddings(self, frames: list[np.ndarray]) -> np.ndarray:
+    """Per-clip (T_i, D) frames -> (N, E) L2-normalised audio embeddings."""
+    self._need(contrastive=True)
+    return np.concatenate([np.asarray(self._frames_fn(self._towers_state, f, m))[:n]
+                           for n, f, m in self._batches(frames)])
+
+  def log_likelihoods(self, frames: list[np.ndarray], texts: list[str], log=None) -> np.ndarray:
+    """(N, M) log p(text m | clip n): summed token log-probabilities (EOS included)."""
+    from alp_jax.models import decoding
+    self._need(decoder=True)
+    tokens, mask = self.tokenizer.encode_padded(list(texts), self.max_tokens)
+    tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+    out = []
+    for n, f, m in self._batches(frames):
+      out.append(np.asarray(decoding.score_caption_candidates(self.decoder, f, m, tokens, mask))[:n])
+      if log:
+        log(f"[likelihood] {sum(len(o) for o in out)}/{len(frames)} clips x {len(texts)} texts")
+    return np.concatenate(out)
+
+  def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0) -> list[str]:
+    """One caption per clip: greedy (beam_size 1) or beam search, max config.data.max_caption_tokens tokens."""
+    from alp_jax.models import decoding
+    self._need(decoder=True)
+    captions = []
+    for n, f, m in self._batches(frames):
+      if beam_size == 1:
+        tokens, _, _ = decoding.greedy_decode(self.decoder, f, m, self.max_tokens)
+      else:
+        tokens, _, _ = decoding.beam_search(self.decoder, f, m, self.max_tokens, beam_size, length_penalty)
+      captions += [self.tokenizer.decode(row) for row in np.asarray(tokens)[:n]]
+    return captions
