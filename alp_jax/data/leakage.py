@@ -26,6 +26,9 @@ The corpus is read once for all task folders; all eval clips are compared with a
 products over corpus chunks; the cost grows as eval clips x corpus clips x shifts (docs/leakage.md: about
 16 us per pair on a busy 2-core machine, so 1k eval x 10k corpus clips takes about 3 minutes).
 
+Library: read_corpus_audio (once), then check_files (audio files), check_task (one task folder) or check (the
+whole report). The demo's probe-task builder (alp_jax/evaluate/demo_tasks.py) draws again any clip this finds.
+
 Legend: E eval clips, N corpus clips (a chunk), T coarse frames (FINGERPRINT_FRAMES), M mel bands.
 """
 from __future__ import annotations

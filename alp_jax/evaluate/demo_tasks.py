@@ -178,7 +178,7 @@ def _replace_leaked(clips: list[dict], out_dir: Path, corpus, seed: int, workers
       elif file in found["near"]:
         index, score, _, _ = found["near"][file]
         leaked.append((k, "near", corpus.ids[index], score))
-      else:
+      elif file in found["best"]:  # (absent only when the corpus is empty)
         best[clips[k]["file"]] = found["best"][file][1]
     for k, kind, corpus_id, score in leaked:
       clip = clips[k]
@@ -199,8 +199,8 @@ def _replace_leaked(clips: list[dict], out_dir: Path, corpus, seed: int, workers
   for r in replaced:
     domain = r["file"].split("/")[1].split("-")[0]
     by_domain[domain] = by_domain.get(domain, 0) + 1
-  return {"corpus_clips": len(corpus.ids), "near_threshold": leakage.NEAR_THRESHOLD, "rounds": rounds, "replaced": len(replaced),
-          "replaced_by_domain": by_domain, "replacements": replaced, "exact": 0, "near": 0,
+  return {"corpus_clips": len(corpus.ids), "near_threshold": leakage.NEAR_THRESHOLD, "rounds": rounds,
+          "replaced": len(replaced), "replaced_by_domain": by_domain, "replacements": replaced, "exact": 0, "near": 0,
           "max_score": round(max(best.values()), 4) if best else None,
           "seconds": round(time.monotonic() - t0, 1)}
 
