@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
   skipped = {}
   for row in rows:
     skipped[row["task"]] = max(skipped.get(row["task"], 0), row.get("skipped_files", 0))
-  print(f"[evaluate] {len(args.task_dir) + len(args.tfds)} task(s), {len(rows)} values, {sum(skipped.values())} file(s) skipped, "
+  num_tasks = len(args.task_dir) + len(args.tfds)
+  print(f"[evaluate] {num_tasks} task(s), {len(rows)} values, {sum(skipped.values())} file(s) skipped, "
         f"{results['seconds']}s -> {out}")
   return 0
 
