@@ -231,3 +231,71 @@ def test_captioner_likelihoods_and_greedy_match_the_decoder_on_the_model_frames(
   np.testing.assert_allclose(scores, batched.reshape(len(frames), 2, -1).mean(-1), rtol=1e-6)
   greedy = decoding.greedy_decode(model.decoder, *one, cfg.data.max_caption_tokens)[0]
   assert run.generate(frames[-1:]) == [tok.decode(np.asarray(greedy)[0])]
+
+
+@pytest.fixture(scope="module")
+def caption_task_dir(tmp_path_factory):
+  from conftest import write_caption_task
+  return write_caption_task(tmp_path_factory.mktemp("captions"), clips=18)
+
+
+@pytest.fixture(scope="module")
+def hybrid_workdir(tmp_path_factory, tiny_corpus_dir, task_dir, caption_task_dir):
+  """A tiny hybrid run (text tower + decoder) of 2 steps whose in-training evaluators use the task folders."""
+  import ml_collections
+  from conftest import make_test_config
+  from alp_jax.train import trainer
+  cfg = make_test_config("hybrid", tiny_corpus_dir, total_steps=2, checkpoint_every=2, eval_every=2)
+  cfg.evaluators.zs = ml_collections.ConfigDict(dict(type="zero_shot", task_dirs=(str(task_dir),)))
+  cfg.evaluators.ret = ml_collections.ConfigDict(dict(type="retrieval", task_dirs=(str(caption_task_dir),)))
+  cfg.evaluators.cap = ml_collections.ConfigDict(dict(type="captioning", task_dirs=(str(caption_task_dir),)))
+  workdir = tmp_path_factory.mktemp("hybrid_run")
+  trainer.train(cfg, workdir)
+  return workdir
+
+
+def test_text_side_of_a_run_in_training_and_from_the_cli_agree_and_repeat(tmp_path, hybrid_workdir, task_dir,
+                                                                           caption_task_dir, capsys):
+  rows = [json.loads(line) for line in open(hybrid_workdir / "metrics.jsonl")]
+  logged = {k: v for r in rows if r["split"] == "eval" for k, v in r.items() if "/" in k}
+  args = ["--workdir", str(hybrid_workdir), "--task-dir", str(task_dir), "--task-dir", str(caption_task_dir),
+          "--pooling", "mean", "--beam-sizes", "1,2"]
+  first = _run(tmp_path, "first", *args)
+  table = capsys.readouterr().out
+  methods = {row["pooling"] for row in first["results"]}
+  assert methods == {"mean", "zero_shot", "zero_shot_likelihood", "retrieval", "retrieval_likelihood", "greedy",
+                     "beam2"}
+  caption_task = caption_task_dir.name
+  retrieval = {(r["pooling"], r["metric"]): r["value"] for r in first["results"] if r["task"] == caption_task}
+  n_test = sum(1 for _ in open(caption_task_dir / "test.jsonl"))
+  for direction in ("a2t", "t2a"):
+    recalls = [retrieval[("retrieval", f"{direction}/R@{k}")] for k in (1, 5, 10)]
+    assert recalls == sorted(recalls) and all(0.0 <= r <= 1.0 for r in recalls)
+    # n_test clips: R@n_test audio->text and text->audio find every clip
+  assert all(0.0 <= retrieval[("greedy", m)] <= 1.0 for m in ("BLEU-1", "BLEU-4", "ROUGE-L"))
+  [examples] = [r["examples"] for r in first["results"] if r["pooling"] == "greedy" and r["metric"] == "ROUGE-L"]
+  assert len(examples) == min(8, n_test) and all(e["references"] for e in examples)
+  assert "a2t/mAP@10" in table and "zero_shot_likelihood" in table
+  # The in-training evaluators at the last step logged the CLI's numbers for the same checkpoint.
+  assert logged[f"ret/{caption_task}/t2a/R@1"] == pytest.approx(retrieval[("retrieval", "t2a/R@1")], abs=1e-6)
+  assert logged[f"cap/{caption_task}/greedy/ROUGE-L"] == pytest.approx(retrieval[("greedy", "ROUGE-L")], abs=1e-6)
+  zero = {r["pooling"]: r["value"] for r in first["results"] if r["task"] == task_dir.name and "zero" in r["pooling"]}
+  assert logged[f"zs/{task_dir.name}"] == pytest.approx(zero["zero_shot"], abs=1e-6)
+  # Determinism: the same checkpoint again gives identical numbers.
+  second = _run(tmp_path, "second", *args, "--suite", "zero_shot,retrieval,captioning")
+  again = {(r["task"], r["pooling"], r["metric"]): r["value"] for r in second["results"]}
+  assert again == {(r["task"], r["pooling"], r["metric"]): r["value"] for r in first["results"]
+                   if r["pooling"] != "mean"}
+
+
+def test_text_evaluations_of_an_encoder_are_refused_clearly(tmp_path, encoder_dir, caption_task_dir, capsys):
+  from alp_jax.evaluate.__main__ import main
+  out = str(tmp_path / "o.json")
+  assert main(["--encoder", str(encoder_dir), "--task-dir", str(caption_task_dir), "--suite", "retrieval",
+               "--out", out]) == 2
+  assert "needs --workdir" in capsys.readouterr().err
+  (caption_task_dir.parent / "bad").mkdir()
+  (caption_task_dir.parent / "bad" / "test.jsonl").write_text('{"audio": "x.wav", "captions": []}\n')
+  assert main(["--encoder", str(encoder_dir), "--task-dir", str(caption_task_dir.parent / "bad"), "--out", out]) == 2
+  err = capsys.readouterr().err
+  assert "test.jsonl:1" in err and "captions" in err

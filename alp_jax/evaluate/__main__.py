@@ -117,9 +117,11 @@ def split_tasks(task_dirs: list[str]) -> tuple[list[str], list[str]]:
   for task_dir in task_dirs:
     has = lambda ext: any((Path(task_dir) / f"{split}.{ext}").exists() for split in tasks_lib.SPLITS)
     if has("jsonl"):
-      caption.append(task_dir)   # read_caption_task names what is missing or bad
+      caption_tasks.read_caption_task(task_dir)   # reads it now: names what is missing or bad before any work
+      caption.append(task_dir)
     elif has("csv"):
-      probe.append(task_dir)     # read_task names what is missing or bad
+      tasks_lib.read_task(task_dir)
+      probe.append(task_dir)
     else:
       raise tasks_lib.TaskFormatError(f"{task_dir} is not a task folder: no test.csv (probe task: path,label) "
                                       f"and no test.jsonl (caption task: id, audio, captions)")
@@ -223,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
       probe_tasks += tfds_tasks.tasks_from_args(args)   # TFDS datasets are probe tasks
       evaluations = plan(evaluations, workdir=bool(args.workdir), explicit=args.suite is not None,
                          probe_tasks=probe_tasks, caption_tasks_=caption_task_dirs)
+      if not evaluations:
+        raise UsageError(f"nothing to evaluate: none of {parse_suite(args.suite or 'default')} applies to "
+                         f"these tasks with this source (see the lines above)")
       encoder, provenance = load_encoder(encoder=args.encoder, workdir=args.workdir, random_init=args.random_init,
                                          step=args.step, seed=args.seed, export_dir=export_dir)
       print(f"[evaluate] encoder: {provenance['kind']} {provenance['path']} (step {provenance['step']}), "

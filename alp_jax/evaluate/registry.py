@@ -14,6 +14,10 @@ _REGISTRY: dict[str, type] = {}
 # Modules that register evaluators on import (type name -> module), imported on first use.
 _MODULES = {
     "validation_loss": "alp_jax.evaluate.validation_loss",
+    "probe": "alp_jax.evaluate.task_evaluators",
+    "zero_shot": "alp_jax.evaluate.task_evaluators",
+    "retrieval": "alp_jax.evaluate.task_evaluators",
+    "captioning": "alp_jax.evaluate.task_evaluators",
 }
 
 

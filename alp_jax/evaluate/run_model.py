@@ -75,6 +75,13 @@ class RunModel:
 
       self._towers_state, self._text_fn, self._frames_fn = state, embed_text, embed_frames
 
+  def update(self, *states) -> None:
+    """New parameters (e.g. the training state's params and rest) for the same model: no recompilation."""
+    nnx.update(self.model, *states)
+    self.encoder._state = nnx.split(self.encoder.module)[1]
+    if self.towers is not None:
+      self._towers_state = nnx.split(self.towers)[1]
+
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None) -> "RunModel":
     from alp_jax import export as export_lib
