@@ -7,7 +7,8 @@
 2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model on the demo corpus with the
             same trainer as any run (python -m alp_jax.train), and export both audio encoders.
 3. evaluate: linear probes (mean and attention pooling) of both encoders and of a random-init baseline of the
-            same architecture on the demo's probe tasks (freshly synthesised clips, never in the pretraining
+            same architecture, and zero-shot scores of both runs (CLAP: text tower, CapPa: caption likelihood),
+            on the demo's probe tasks (freshly synthesised clips, never in the pretraining
             corpus, and checked against it: the leakage report, which must say clean, goes to leakage.json),
             printed as one comparison table.
 Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
@@ -110,7 +111,11 @@ def stage_evaluate(out: Path) -> dict:
   clap = AudioEncoder.load(out / "clap_encoder")
   encoders = {"clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder"),
               "random_init": AudioEncoder.build(clap.meta, seed=0)}
-  rows = demo_tasks.compare(encoders, dirs)
+  from alp_jax.evaluate.run_model import RunModel
+  # The runs' own text sides, zero-shot on the tasks named by caption words: CLAP by its text tower, CapPa by
+  # the likelihood of the class prompts under its decoder.
+  runs = {name: RunModel.from_workdir(out / f"{name}_tiny") for name in ("clap", "cappa")}
+  rows = demo_tasks.compare(encoders, dirs, runs=runs)
   print()
   demo_tasks.print_comparison(rows)
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))

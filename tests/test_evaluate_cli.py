@@ -154,6 +154,13 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   assert all(r["values"]["a"] == r["values"]["b"] for r in rows)
   table = demo_tasks.format_comparison(rows).splitlines()
   assert table[0].split()[-2:] == ["a", "b"] and len(table) == 3
+  # A run's zero-shot rows join the table after the probe rows of the tasks named by caption words only.
+  run = _tiny_run(tmp_path, "clap")[0]
+  rows = demo_tasks.compare({"a": encoder}, [task_dirs["speaker"], task_dirs["domain"]], pooling=("mean",),
+                            runs={"z": run}, log=None)
+  assert [(r["task"], r["pooling"], sorted(r["values"])) for r in rows] == [
+      ("speaker", "mean", ["a"]), ("domain", "mean", ["a"]), ("domain", "zero_shot", ["z"])]
+  assert demo_tasks.format_comparison(rows).splitlines()[-1].split()[-2:] == ["-", f"{rows[-1]['values']['z']:.3f}"]
 
 
 def _tiny_tokenizer(tmp_path):

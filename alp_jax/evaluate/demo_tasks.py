@@ -261,34 +261,53 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
   return task_dirs
 
 
-def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "attention"), *, config=None,
-            log=print) -> list[dict]:
-  """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling.
+# Tasks whose class names are words the demo captions use (the speaker ids and pitch classes are not), the ones a
+# run's text side can score zero-shot.
+ZERO_SHOT_TASKS = ("instrument_family", "sound_type", "domain")
+METHOD_ORDER = ("mean", "attention", "zero_shot", "zero_shot_likelihood")
 
-  -> rows {"task", "metric", "pooling", "values": {encoder name: value}}, in task then pooling order.
+
+def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "attention"), *, runs: dict | None = None,
+            zero_shot_tasks: tuple[str, ...] = ZERO_SHOT_TASKS, config=None, log=print) -> list[dict]:
+  """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling, and scores every run
+  (name -> RunModel, optional) zero-shot on the `zero_shot_tasks` among them.
+
+  -> rows {"task", "metric", "pooling", "values": {encoder name: value}}, in task then method order.
   """
   from alp_jax.evaluate import probe as probe_lib
+  from alp_jax.evaluate import zero_shot
   config = config or probe_lib.ProbeConfig()
   task_dirs = list(task_dirs.values()) if isinstance(task_dirs, dict) else list(task_dirs)
   rows: dict[tuple[str, str], dict] = {}
+
+  def add(name, result):
+    row = rows.setdefault((result["task"], result["pooling"]), {"task": result["task"], "metric": result["metric"],
+                                                                 "pooling": result["pooling"], "values": {}})
+    row["values"][name] = result["value"]
+
   for name, encoder in encoders.items():
     if log:
       log(f"[compare] encoder {name}")
     for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config, log=log):
-      row = rows.setdefault((result["task"], result["pooling"]), {"task": result["task"], "metric": result["metric"],
-                                                                   "pooling": result["pooling"], "values": {}})
-      row["values"][name] = result["value"]
-  return list(rows.values())
+      add(name, result)
+  for name, run in (runs or {}).items():
+    for task_dir in task_dirs:
+      if Path(task_dir).name in zero_shot_tasks:
+        for result in zero_shot.evaluate_task(run, task_dir, log=log):
+          add(name, result)
+  task_order = {Path(t).absolute().name: i for i, t in enumerate(task_dirs)}
+  method = lambda p: METHOD_ORDER.index(p) if p in METHOD_ORDER else len(METHOD_ORDER)
+  return sorted(rows.values(), key=lambda r: (task_order.get(r["task"], len(task_order)), method(r["pooling"])))
 
 
 def format_comparison(rows: list[dict]) -> str:
-  """One table: a row per task/metric/pooling, a column per encoder."""
+  """One table: a row per task/metric/method (probe pooling or zero-shot), a column per encoder ('-': n/a)."""
   names = list(dict.fromkeys(name for row in rows for name in row["values"]))
   width = max([10] + [len(n) for n in names])
-  lines = [f"{'task':<18} {'metric':<9} {'pooling':<10} " + " ".join(f"{n:>{width}}" for n in names)]
+  lines = [f"{'task':<18} {'metric':<9} {'method':<20} " + " ".join(f"{n:>{width}}" for n in names)]
   for row in rows:
-    values = " ".join(f"{row['values'].get(n, float('nan')):>{width}.3f}" for n in names)
-    lines.append(f"{row['task']:<18} {row['metric']:<9} {row['pooling']:<10} {values}")
+    values = " ".join(f"{row['values'][n]:>{width}.3f}" if n in row["values"] else f"{'-':>{width}}" for n in names)
+    lines.append(f"{row['task']:<18} {row['metric']:<9} {row['pooling']:<20} {values}")
   return "\n".join(lines)
 
 
