@@ -128,10 +128,9 @@ def _audio_as_tensor(node: dict) -> tuple[dict, dict]:
                                                                    for d in content.get("shape", [-1])],
             "sample_rate": int(content.get("sample_rate") or 0), "encoding": "none",
             "lazy": bool(content.get("lazy_decode", False)), "file_format": content.get("file_format")}
-  tensor = {"pythonClassName": TENSOR_CLASS,
-            "tensor": {"dtype": meta["dtype"], "shape": {"dimensions": meta["dimensions"]},
-                       "encoding": meta["encoding"]}}
-  return tensor, meta
+  stored = ({"dtype": "string", "shape": {}, "encoding": "none"} if meta["lazy"] else   # the encoded file's bytes
+            {"dtype": meta["dtype"], "shape": {"dimensions": meta["dimensions"]}, "encoding": meta["encoding"]})
+  return {"pythonClassName": TENSOR_CLASS, "tensor": stored}, meta
 
 
 def _replace_audio_features(node, path: str, found: dict[str, dict]):
