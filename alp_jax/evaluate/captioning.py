@@ -28,7 +28,7 @@ def evaluate_task(run, task, *, beam_sizes: tuple[int, ...] = DEFAULT_BEAM_SIZES
   references = [list(e.captions) for e in examples]
   rows = []
   for beam_size in beam_sizes:
-    generated = run.generate(frames, beam_size=beam_size, length_penalty=length_penalty)
+    generated = run.generate(frames, beam_size=beam_size, length_penalty=length_penalty, log=log)
     metrics = caption_metrics.caption_metrics(generated, references)
     name = decoding_name(beam_size)
     if log:

@@ -18,6 +18,7 @@ compiles once; padding rows and frames are masked and change no number.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import jax
@@ -26,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 CLIP_BATCH = 8
+PROGRESS_EVERY_S = 10.0
 TEXT_BATCH = 64
 CONTRASTIVE_MODELS = ("two_towers", "hybrid")
 DECODER_MODELS = ("captioner", "hybrid")
@@ -43,6 +45,24 @@ def _pad_batch(frames: list[np.ndarray], length: int, rows: int) -> tuple[np.nda
   for i, f in enumerate(frames):
     padded[i, :len(f)], mask[i, :len(f)] = f, True
   return padded, mask
+
+
+class _Progress:
+  """'[name] done/total what, rate/s, ETA' every PROGRESS_EVERY_S seconds (nothing when log is None)."""
+
+  def __init__(self, name: str, total: int, what: str, log):
+    self.name, self.total, self.what, self.log = name, total, what, log
+    self.done, self.t0 = 0, time.monotonic()
+    self.last = self.t0
+
+  def advance(self, n: int) -> None:
+    self.done += n
+    now = time.monotonic()
+    if self.log and now - self.last > PROGRESS_EVERY_S and self.done < self.total:
+      rate = self.done / (now - self.t0)
+      eta = (self.total - self.done) / rate
+      self.log(f"[{self.name}] {self.done}/{self.total} {self.what}, {rate:.1f}/s, ETA {eta:.0f}s")
+      self.last = now
 
 
 class RunModel:
@@ -137,22 +157,23 @@ class RunModel:
     self._need(decoder=True)
     tokens, mask = self.tokenizer.encode_padded(list(texts), self.max_tokens)
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
-    out = []
+    out, progress = [], _Progress("likelihood", len(frames), f"clips x {len(texts)} texts", log)
     for n, f, m in self._batches(frames):
       out.append(np.asarray(decoding.score_caption_candidates(self.decoder, f, m, tokens, mask))[:n])
-      if log:
-        log(f"[likelihood] {sum(len(o) for o in out)}/{len(frames)} clips x {len(texts)} texts")
+      progress.advance(n)
     return np.concatenate(out)
 
-  def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0) -> list[str]:
+  def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0,
+               log=None) -> list[str]:
     """One caption per clip: greedy (beam_size 1) or beam search, max config.data.max_caption_tokens tokens."""
     from alp_jax.models import decoding
     self._need(decoder=True)
-    captions = []
+    captions, progress = [], _Progress("decode", len(frames), f"clips, beam {beam_size}", log)
     for n, f, m in self._batches(frames):
       if beam_size == 1:
         tokens, _, _ = decoding.greedy_decode(self.decoder, f, m, self.max_tokens)
       else:
         tokens, _, _ = decoding.beam_search(self.decoder, f, m, self.max_tokens, beam_size, length_penalty)
       captions += [self.tokenizer.decode(row) for row in np.asarray(tokens)[:n]]
+      progress.advance(n)
     return captions
