@@ -56,3 +56,30 @@ def make_test_config(name: str, corpus_dir, **overrides):
       node = node[part]
     node[last] = value
   return cfg
+
+
+def tiny_encoder_meta() -> dict:
+  """encoder_config.json settings of the tiny CLAP audio encoder with 1 s windows."""
+  cfg = load_config("clap", "tiny")
+  cfg.data.crop_seconds = 1.0
+  return {"frontend": cfg.frontend.to_dict(), "audio": cfg.model.audio.to_dict(),
+          "crop_seconds": cfg.data.crop_seconds}
+
+
+def write_encoder_dir(out, seed: int = 3, step: int = 7):
+  """An exported-encoder folder (encoder_config.json + Orbax params) with seeded random weights."""
+  import json
+  import orbax.checkpoint as ocp
+  from alp_jax import encoder_api
+  encoder = encoder_api.AudioEncoder.build(tiny_encoder_meta(), seed=seed)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(out / encoder_api.PARAMS_DIR, encoder.encoder_params_pure())
+  (out / encoder_api.CONFIG_FILE).write_text(json.dumps({**tiny_encoder_meta(), "step": step}))
+  return out
+
+
+@pytest.fixture(scope="session")
+def encoder_dir(tmp_path_factory):
+  """A tiny exported encoder with seeded random weights (shared by the evaluation and LiT tests)."""
+  return write_encoder_dir(tmp_path_factory.mktemp("encoder"))
+
