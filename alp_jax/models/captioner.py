@@ -40,15 +40,20 @@ def encode_audio(audio_encoder_module: nnx.Module, frontend_cfg: ml_collections.
   """Waveform (B,S) + mask -> encoder frames (B,T',D) and the encoder's out_dict (frame_mask ...).
 
   With train=True and `rngs`, SpecAugment uses stream "augment" and dropout stream "dropout".
+  An encoder marked frozen (`audio_encoder_module.frozen`, set by the trainer for a frozen audio encoder:
+  alp_jax/train/freeze.py) always runs in evaluation mode and its outputs carry no gradient.
   """
+  frozen = getattr(audio_encoder_module, "frozen", False)
+  train = train and not frozen
   features, frame_mask = frontend.log_mel(audio, audio_mask, frontend_cfg)  # (B,T,M)
   dropout_key = None
   if train and rngs is not None:
     features = frontend.spec_augment(rngs.augment(), features, frame_mask,
                                      frontend_cfg.spec_augment)
     dropout_key = rngs.dropout()
-  return audio_encoder_module(features, frame_mask, deterministic=not train,
-                              dropout_key=dropout_key, keep_layers=keep_layers)
+  outputs = audio_encoder_module(features, frame_mask, deterministic=not train,
+                                 dropout_key=dropout_key, keep_layers=keep_layers)
+  return jax.lax.stop_gradient(outputs) if frozen else outputs
 
 
 class Captioner(nnx.Module):

@@ -21,8 +21,7 @@ import ml_collections
 from flax import nnx
 
 from alp_jax import models
-from alp_jax.audio import frontend
-from alp_jax.models import audio_encoder, heads, sizes, text_encoder
+from alp_jax.models import audio_encoder, captioner, heads, sizes, text_encoder
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -88,15 +87,12 @@ class TwoTowers(nnx.Module):
   def encode_audio(self, audio: jax.Array, audio_mask: jax.Array, *, train: bool = False,
                    rngs: nnx.Rngs | None = None,
                    keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Waveform (B,S) + mask -> encoder frames (B,T',D) and the encoder's out_dict."""
-    features, frame_mask = frontend.log_mel(audio, audio_mask, self.frontend_cfg)  # (B,T,M)
-    dropout_key = None
-    if train and rngs is not None:
-      features = frontend.spec_augment(rngs.augment(), features, frame_mask,
-                                       self.frontend_cfg.spec_augment)
-      dropout_key = rngs.dropout()
-    return self.audio_encoder(features, frame_mask, deterministic=not train,
-                              dropout_key=dropout_key, keep_layers=keep_layers)
+    """Waveform (B,S) + mask -> encoder frames (B,T',D) and the encoder's out_dict.
+
+    A frozen encoder (`self.audio_encoder.frozen`, alp_jax/train/freeze.py) runs in evaluation mode.
+    """
+    return captioner.encode_audio(self.audio_encoder, self.frontend_cfg, audio, audio_mask, train=train,
+                                  rngs=rngs, keep_layers=keep_layers)
 
   def embed_audio(self, audio: jax.Array,
                   audio_mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -7,13 +7,19 @@ Schedules:
                        makes scaling-law fits cheap.
   "constant":          linear warmup, then constant.
 Weight decay applies to matrices only (ndim >= 2): no decay on biases, norm scales, temperature/bias scalars.
+Frozen parameter groups (`frozen`, see alp_jax/train/freeze.py) get optax.set_to_zero: no update, no decay, no
+optimizer state; an empty `frozen` leaves the optimizer (and its checkpointed state) exactly as without it.
 """
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from alp_jax.train import freeze
 
 
 def default_optimizer_config() -> ml_collections.ConfigDict:
@@ -28,6 +34,8 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       cooldown_fraction=0.2,     # constant_cooldown: share of steps spent cooling down linearly to 0
       clip_norm=1.0,             # global gradient norm clipping; 0 disables
       decay_matrices_only=True,
+      frozen=(),                 # parameter groups never updated, e.g. ("audio_encoder",) for LiT (train/freeze.py)
+      frozen_eval_mode=True,     # a wholly frozen audio encoder runs without SpecAugment/dropout while training
   ))
 
 
@@ -62,4 +70,10 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))
   parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                            mask=_decay_mask if cfg.decay_matrices_only else None))
-  return optax.chain(*parts), schedule
+  tx = optax.chain(*parts)
+  frozen = cfg.get("frozen", ())
+  if frozen:
+    # Frozen gradients are zeros (step.py), so clipping by the global norm over all leaves is unchanged.
+    tx = optax.multi_transform({freeze.TRAINABLE: tx, freeze.FROZEN: optax.set_to_zero()},
+                               functools.partial(freeze.labels, frozen=tuple(frozen)))
+  return tx, schedule

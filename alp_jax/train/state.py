@@ -16,11 +16,19 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alp_jax import models
 from alp_jax import sharding as sharding_lib
+from alp_jax.train import freeze
+
+
+def build_model(config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+  """models.build_model plus the training-only static settings: frozen parts (train/freeze.py)."""
+  model = models.build_model(config, rngs=rngs)
+  freeze.mark_frozen_modules(model, config.get("optimizer"))
+  return model
 
 
 def build_abstract_model(config: ml_collections.ConfigDict):
   with nnx.use_eager_sharding(False):
-    return nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
 
 
 def split_model(model):
@@ -38,7 +46,10 @@ def state_shardings(config, mesh: Mesh, tx: optax.GradientTransformation):
   param_shardings = sharding_lib.state_shardings(abstract_params, mesh, rules)
   rest_shardings = sharding_lib.state_shardings(abstract_rest, mesh, rules)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
-  opt_shardings = optax.tree_map_params(tx, lambda _, s: s, abstract_opt, param_shardings,
+  # A parameter-shaped part of the optimizer state takes the parameters' shardings; frozen parameters have no
+  # state (optax.masked leaves empty nodes there), which stay empty.
+  opt_shardings = optax.tree_map_params(tx, lambda v, s: s if jax.tree.leaves(v) else v, abstract_opt,
+                                        param_shardings,
                                         transform_non_params=lambda _: _replicated(mesh),
                                         is_leaf=lambda x: isinstance(x, nnx.Variable))
   rep = _replicated(mesh)
@@ -58,7 +69,7 @@ def init_state(config, mesh: Mesh, tx: optax.GradientTransformation, shardings, 
     key = jax.random.key(seed_array)
     init_key, base_key = jax.random.split(key)
     with nnx.use_eager_sharding(False):
-      model = models.build_model(config, rngs=nnx.Rngs(params=init_key, dropout=init_key))
+      model = build_model(config, rngs=nnx.Rngs(params=init_key, dropout=init_key))
     _, params, rest = split_model(model)
     return dict(step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=tx.init(params),
                 rng=jax.random.key_data(base_key), nonfinite=jnp.zeros((), jnp.int32),

@@ -12,6 +12,9 @@ Gradient accumulation (config.grad_accum_steps = k) is exact for every objective
   which equals the gradient of the loss on one large batch, at the memory of one micro-batch.
 - Hybrid: both of the above in the same pass 2.
 The same micro-batch RNG is used in both passes, so SpecAugment/dropout draw identically.
+
+Frozen parameter groups (config.optimizer.frozen, train/freeze.py): gradients are taken w.r.t. the trainable
+leaves only (no backward pass through a wholly frozen encoder) and frozen leaves keep their exact values.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.train import freeze
 
 _TRACE_COUNTERS: dict[int, list] = {}
 
@@ -54,8 +58,9 @@ def _contrastive_from_embeddings(model, audio_emb, text_emb, loss_cfg, mesh):
   return objectives.contrastive_loss_from_outputs(kind, out, loss_cfg, mesh)
 
 
-def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: int, mesh):
-  """Exact full-batch loss and gradients from k micro-batches (see module docstring)."""
+def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: int, mesh, frozen_mask=None):
+  """Exact full-batch loss and gradients from k micro-batches (see module docstring); frozen_mask as in
+  freeze.value_and_grad (None: every parameter trains)."""
   if objectives.loss_kind(loss_cfg) == "tagging":
     raise ValueError("grad_accum_steps > 1 is not implemented for the tagging objective; use 1")
   contrastive_kind = objectives.contrastive_loss_kind(loss_cfg)
@@ -97,8 +102,9 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
 
     def full_loss(p, a, t):
       return _contrastive_from_embeddings(nnx.merge(graphdef, p, rest), a, t, loss_cfg, mesh)
-    contrastive_loss, (g_params, g_audio, g_text) = jax.value_and_grad(full_loss, argnums=(0, 1, 2))(
-        params, jax.lax.stop_gradient(audio_all), jax.lax.stop_gradient(text_all))
+    contrastive_loss, (g_params, g_audio, g_text) = freeze.value_and_grad(
+        full_loss, params, frozen_mask, jax.lax.stop_gradient(audio_all), jax.lax.stop_gradient(text_all),
+        argnums_extra=True)
     grads = jax.tree.map(lambda g: w_contrastive * g, g_params)
     g_audio = _split_micro({"a": g_audio}, k, mesh)["a"]
     g_text = _split_micro({"t": g_text}, k, mesh)["t"]
@@ -117,7 +123,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
         value += w_caption * terms["caption_sum"] / jnp.maximum(total_count, 1.0)
       return value, (terms, metrics)
 
-    (_, (terms, metrics)), g = jax.value_and_grad(surrogate, has_aux=True)(params)
+    (_, (terms, metrics)), g = freeze.value_and_grad(surrogate, params, frozen_mask, has_aux=True)
     acc = jax.tree.map(jnp.add, acc, g)
     return (acc, caption_sum + terms["caption_sum"]), metrics
 
@@ -143,6 +149,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config, mesh, shardings):
   loss_cfg = config.loss
   k = int(config.get("grad_accum_steps", 1) or 1)
+  frozen = tuple(config.optimizer.get("frozen", ()) or ())
 
   traces = [0]
 
@@ -151,6 +158,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
     step = state["step"]
     rng = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), step)
     params, rest = state["params"], state["rest"]
+    frozen_mask = freeze.frozen_mask(params, frozen) if frozen else None  # Python bools, fixed at trace time
     if k == 1:
       # Row modes drawn exactly as in the accumulated path, so both give the same gradients.
       parallel_rng, model_rng = jax.random.split(rng)
@@ -163,12 +171,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
         model = nnx.merge(graphdef, p, rest)
         return objectives.compute_loss(model, batch, loss_cfg, train=True, rng=model_rng, parallel=parallel,
                                        mesh=mesh)
-      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+      (loss, metrics), grads = freeze.value_and_grad(loss_fn, params, frozen_mask, has_aux=True)
     else:
-      loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k, mesh)
+      loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k, mesh,
+                                                        frozen_mask)
     grad_norm = optax.global_norm(grads)
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)
-    new_params = optax.apply_updates(params, updates)
+    new_params = freeze.keep_frozen(optax.apply_updates(params, updates), params, frozen_mask)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
     keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     nonfinite = state["nonfinite"] + (~finite).astype(jnp.int32)

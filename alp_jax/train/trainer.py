@@ -31,6 +31,7 @@ from alp_jax.evaluate import registry as eval_registry
 from alp_jax.train import checkpoints as ckpt_lib
 from alp_jax.train import distributed
 from alp_jax.train import encoder_init
+from alp_jax.train import freeze
 from alp_jax.train import metrics as metrics_lib
 from alp_jax.train import optimizer as optimizer_lib
 from alp_jax.train import perf
@@ -143,6 +144,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     start_step = 0
   n_params = state_lib.count_params(state["params"])
   _log(f"[train] {config.model.name}: {n_params / 1e6:.2f}M parameters, objective {config.loss.kind}")
+  frozen = tuple(config.optimizer.get("frozen", ()) or ())
+  if frozen:
+    n_frozen, n_trainable = freeze.count(state["params"], frozen)
+    _log(f"[train] frozen {', '.join(frozen)}: {n_frozen / 1e6:.2f}M parameters never updated"
+         f"{' (a frozen audio encoder runs in eval mode)' if config.optimizer.get('frozen_eval_mode', True) else ''}"
+         f"; {n_trainable / 1e6:.2f}M trainable")
 
   # --- Update step: compiled once, state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
