@@ -83,3 +83,43 @@ def encoder_dir(tmp_path_factory):
   """A tiny exported encoder with seeded random weights (shared by the evaluation and LiT tests)."""
   return write_encoder_dir(tmp_path_factory.mktemp("encoder"))
 
+
+PITCH_CAPTIONS = {
+    "low": ("a low pitched tone", "a deep steady hum", "low droning sound"),
+    "middle": ("a tone of medium pitch", "a steady beep in the middle register"),
+    "high": ("a high pitched tone", "a shrill whistle", "high squeaky beep"),
+}
+PITCH_HZ = {"low": (110.0, 220.0), "middle": (440.0, 880.0), "high": (2000.0, 4000.0)}
+
+
+def write_caption_task(out, clips: int = 36, test_fraction: float = 1 / 3, seed: int = 0, seconds: float = 0.8):
+  """A caption task folder: short noisy tones (16 or 22.05 kHz) described by pitch words, 2-3 captions each.
+
+  out/train.jsonl, out/test.jsonl in the manifest format; every other train line has no "source" (a caption
+  task may omit it). Returns out."""
+  import json
+  from pathlib import Path
+  import numpy as np
+  import soundfile as sf
+  out = Path(out)
+  (out / "audio").mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  names = sorted(PITCH_CAPTIONS)
+  rows = {"train": [], "test": []}
+  n_test = int(round(clips * test_fraction))
+  for i in range(clips):
+    pitch = names[i % len(names)]
+    rate = (16000, 22050)[i % 2]
+    lo, hi = PITCH_HZ[pitch]
+    t = np.arange(int(seconds * rate)) / rate
+    audio = 0.4 * np.sin(2 * np.pi * rng.uniform(lo, hi) * t) + 0.02 * rng.standard_normal(len(t))
+    path = f"audio/{pitch}_{i:03d}.wav"
+    sf.write(out / path, audio.astype(np.float32), rate)
+    split = "test" if i >= clips - n_test else "train"
+    record = {"id": f"{pitch}-{i}", "audio": path, "captions": list(PITCH_CAPTIONS[pitch])}
+    if split == "test" or i % 2:
+      record["source"] = "tones"
+    rows[split].append(record)
+  for split, records in rows.items():
+    (out / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  return out
