@@ -8,30 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import load_config
+from conftest import load_config  # encoder_dir: the shared fixture in conftest.py
 
 RATES = (8000, 16000, 44100)
 CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
-
-
-def _tiny_meta() -> dict:
-  cfg = load_config("clap", "tiny")
-  cfg.data.crop_seconds = 1.0
-  return {"frontend": cfg.frontend.to_dict(), "audio": cfg.model.audio.to_dict(),
-          "crop_seconds": cfg.data.crop_seconds}
-
-
-@pytest.fixture(scope="module")
-def encoder_dir(tmp_path_factory):
-  """An exported-encoder folder (encoder_config.json + Orbax params) with seeded random weights."""
-  import orbax.checkpoint as ocp
-  from alp_jax import encoder_api
-  out = tmp_path_factory.mktemp("encoder")
-  encoder = encoder_api.AudioEncoder.build(_tiny_meta(), seed=3)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(out / encoder_api.PARAMS_DIR, encoder.encoder_params_pure())
-  (out / encoder_api.CONFIG_FILE).write_text(json.dumps({**_tiny_meta(), "step": 7}))
-  return out
 
 
 @pytest.fixture(scope="module")
