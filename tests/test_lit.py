@@ -126,3 +126,31 @@ def test_missing_train_split_is_a_clear_error(tmp_path, encoder_dir):
   (tmp_path / "test.jsonl").write_text("")
   with pytest.raises(FileNotFoundError, match="no train.jsonl"):
     lit.train_text_side(encoder_dir, tmp_path, tmp_path / "run", log=None)
+
+
+def test_cli_lit_suite_reports_retrieval_and_captioning_and_repeats(tmp_path, encoder_dir, caption_task):
+  """--suite lit: train the text side (3 steps) on the task's train split, score its test split; scoring the
+  finished LiT run again through --workdir gives the same numbers."""
+  from alp_jax.evaluate.__main__ import main
+  out = tmp_path / "lit.json"
+  args = ["--task-dir", str(caption_task), "--beam-sizes", "1"]
+  assert main(["--encoder", str(encoder_dir), *args, "--suite", "lit", "--lit-steps", "3", "--lit-batch-size", "8",
+               "--out", str(out)]) == 0
+  result = json.loads(out.read_text())
+  rows = {(r["pooling"], r["metric"]): r["value"] for r in result["results"]}
+  assert {p for p, _ in rows} == {"lit_retrieval", "lit_retrieval_likelihood", "lit_greedy"}
+  assert {m for p, m in rows if p == "lit_greedy"} == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
+  assert all(0.0 <= rows[("lit_retrieval", f"{d}/R@{k}")] <= 1.0 for d in ("a2t", "t2a") for k in (1, 5, 10))
+  [run] = result["protocol"]["lit"]
+  assert run["steps"] == 3 and run["model"] == "hybrid" and run["frozen"] == ["audio_encoder"]
+  workdir = tmp_path / "lit_lit" / caption_task.name
+  assert run["workdir"] == str(workdir) and (workdir / "checkpoints" / "3").is_dir()
+  # The LiT run's encoder is the given one, bit for bit.
+  given = AudioEncoder.load(encoder_dir).encoder_params_pure()
+  trained = export_lib.encoder_params_from_workdir(workdir)
+  assert _flat(given).keys() == _flat(trained).keys()
+  for key, value in _flat(given).items():
+    np.testing.assert_array_equal(_flat(trained)[key], value, err_msg=key)
+  again = tmp_path / "again.json"
+  assert main(["--workdir", str(workdir), *args, "--suite", "retrieval,captioning", "--out", str(again)]) == 0
+  assert {("lit_" + r["pooling"], r["metric"]): r["value"] for r in json.loads(again.read_text())["results"]} == rows

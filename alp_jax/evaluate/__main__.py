@@ -168,14 +168,15 @@ def text_side_rows(run, evaluations, probe_tasks, caption_task_dirs, *, beam_siz
 
 
 def lit_rows(encoder_dir: str, caption_task_dirs: list[str], lit_root: Path, *, config_spec: str, steps: int,
-             seed: int, beam_sizes, cache_dir, log=print) -> tuple[list[dict], list[dict]]:
+             batch_size: int, seed: int, beam_sizes, cache_dir, log=print) -> tuple[list[dict], list[dict]]:
   """LiT-style alignment of each caption task: -> (rows with methods "lit_retrieval", "lit_greedy" ..., runs)."""
   from alp_jax.evaluate import lit
   rows, runs = [], []
   for task_dir in caption_task_dirs:
     workdir = lit_root / Path(task_dir).absolute().name
     t0 = time.time()
-    lit.train_text_side(encoder_dir, task_dir, workdir, config_spec=config_spec, steps=steps, seed=seed, log=log)
+    lit.train_text_side(encoder_dir, task_dir, workdir, config_spec=config_spec, steps=steps, batch_size=batch_size,
+                        seed=seed, log=log)
     run = run_model_lib.RunModel.from_workdir(workdir)
     task_rows = text_side_rows(run, ("retrieval", "captioning"), [], [task_dir], beam_sizes=beam_sizes,
                                cache_dir=None, log=log)
@@ -184,7 +185,8 @@ def lit_rows(encoder_dir: str, caption_task_dirs: list[str], lit_root: Path, *, 
       row["lit_workdir"] = str(workdir)
     rows += task_rows
     runs.append({"task": Path(task_dir).name, "workdir": str(workdir), "config": config_spec, "steps": steps,
-                 "model": run.kind, "seconds": round(time.time() - t0, 1)})
+                 "batch_size": batch_size, "model": run.kind, "frozen": list(run.config.optimizer.get("frozen", ())),
+                 "seconds": round(time.time() - t0, 1)})
   return rows, runs
 
 
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lit-config", default="configs/hybrid.py:tiny",
                       help="LiT: the text side's config (its audio settings come from the encoder)")
   parser.add_argument("--lit-steps", type=int, default=400, help="LiT: training steps per caption task")
+  parser.add_argument("--lit-batch-size", type=int, default=32, help="LiT: global batch (a multiple of devices)")
   parser.add_argument("--lit-dir", default=None, help="LiT: where its runs go (default: next to --out)")
   args = parser.parse_args(argv)
   if not args.task_dir and not args.tfds:
@@ -247,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
           encoder.save(encoder_dir)
         lit_root = Path(args.lit_dir) if args.lit_dir else out.parent / f"{out.stem}_lit"
         more, lit_runs = lit_rows(encoder_dir, caption_task_dirs, lit_root, config_spec=args.lit_config,
-                                  steps=args.lit_steps, seed=args.seed, beam_sizes=beam_sizes,
-                                  cache_dir=args.cache_dir)
+                                  steps=args.lit_steps, batch_size=args.lit_batch_size, seed=args.seed,
+                                  beam_sizes=beam_sizes, cache_dir=args.cache_dir)
         rows += more
     except (FileNotFoundError, tasks_lib.TaskFormatError, run_model_lib.MissingHead, UsageError) as e:
       print(f"error: {e}", file=sys.stderr)
