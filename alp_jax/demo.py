@@ -8,7 +8,7 @@
             same trainer as any run (python -m alp_jax.train), and export both audio encoders.
 3. evaluate: linear probes (mean and attention pooling) of both encoders and of a random-init baseline of the
             same architecture, and zero-shot scores of both runs (CLAP: text tower, CapPa: caption likelihood),
-            on the demo's probe tasks (freshly synthesised clips, never in the pretraining
+            on the demo's probe tasks; then the runs' retrieval and captioning on the demo caption task (freshly synthesised clips, never in the pretraining
             corpus, and checked against it: the leakage report, which must say clean, goes to leakage.json),
             printed as one comparison table.
 Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
@@ -119,8 +119,17 @@ def stage_evaluate(out: Path) -> dict:
   print()
   demo_tasks.print_comparison(rows)
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
+  _banner("the runs' text side on the demo caption task (test split): retrieval and captioning")
+  caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
+  text_rows = demo_tasks.compare_text_side(runs, caption_dir)
+  print()
+  demo_tasks.print_comparison([r for r in text_rows if r["metric"] in demo_tasks.SHOWN_TEXT_METRICS])
+  clips = sum(1 for _ in open(caption_dir / "test.jsonl"))
+  print(f"({clips} test clips: chance R@1 = {1 / clips:.3f}, R@10 = {min(1.0, 10 / clips):.3f}; all metrics in "
+        f"{out / 'text_results.json'})")
+  (out / "text_results.json").write_text(json.dumps(text_rows, indent=1))
   return {"tasks": len(dirs), "seconds": round(time.monotonic() - t0, 1),
-          "results": str(out / "probe_results.json"),
+          "results": str(out / "probe_results.json"), "text_results": str(out / "text_results.json"),
           "leakage": f"{leak_report['exact']} exact, {leak_report['near']} near ({out / 'leakage.json'})"}
 
 

@@ -120,6 +120,18 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
       clip = plan[f"audio/{example.path.name}"]
       assert clip["labels"][name] == example.labels[0]
   assert len(tasks.read_task(task_dirs["domain"]).classes) == 3
+  # The caption task covers the same clips with the domain task's split, captions from each clip's attributes.
+  from alp_jax.evaluate import caption_tasks
+  captions = caption_tasks.read_caption_task(tmp_path / "demo" / demo_tasks.CAPTION_TASK)
+  domain = tasks.read_task(task_dirs["domain"])
+  for split in ("train", "test"):
+    assert [e.path for e in captions.splits[split]] == [e.path for e in domain.splits[split]]
+  for example in captions.splits["test"]:
+    clip = plan[f"audio/{example.path.name}"]
+    assert 3 <= len(example.captions) <= 5
+    if clip["attrs"]["domain"] == "music":
+      assert any(clip["attrs"]["family"] in c.lower() or clip["attrs"]["instrument"].lower() in c.lower()
+                 for c in example.captions), example.captions
   # Labels follow the rendered attributes: a pitch-class label is the root's class.
   music = [c for c in plan.values() if c["attrs"]["domain"] == "music"]
   for clip in music:

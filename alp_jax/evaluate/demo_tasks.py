@@ -63,6 +63,7 @@ EVAL_SENTENCES = {
 }
 MAX_ATTEMPTS = 30   # draws per clip slot before the build gives up on it
 BUILD_FILE = "demo_tasks.json"
+CAPTION_TASK = "captions"   # a caption task over all clips (retrieval, captioning, LiT), written next to the tasks
 BUILD_VERSION = 2
 TASKS = ("speaker", "instrument_family", "pitch_class", "sound_type", "domain")
 
@@ -142,6 +143,21 @@ def _write_task(task_dir: Path, splits: dict[str, list[tuple[str, str]]]) -> Non
       writer = csv.writer(f)
       writer.writerow(["path", "label"])
       writer.writerows((f"../{file}", label) for file, label in rows)
+
+
+def _write_caption_task(task_dir: Path, clips: list[dict], splits: dict[str, list[tuple[str, str]]], seed: int) -> None:
+  """The caption task over the same clips (the domain task's split): captions written by the demo corpus's
+  captioner from each clip's attributes (seeded per clip), 3-5 per clip."""
+  from alp_jax.data import demo_captions
+  by_file = {c["file"]: c for c in clips}
+  task_dir.mkdir(parents=True, exist_ok=True)
+  for split, rows in splits.items():
+    lines = []
+    for file, _ in rows:
+      rng = np.random.default_rng([seed, int(file.split("-")[-1].split(".")[0]), len(file), 7])
+      captions = demo_captions.clip_captions(by_file[file]["attrs"], rng)
+      lines.append(json.dumps({"id": Path(file).stem, "audio": f"../{file}", "captions": captions}))
+    (task_dir / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
 
 
 def _render_all(clips: list[dict], out_dir: Path, workers: int, quiet: bool, what: str) -> None:
@@ -249,6 +265,8 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
     labelled = [(c["file"], c["labels"][task]) for c in clips if task in c["labels"]]
     task_dirs[task] = out_dir / task
     _write_task(task_dirs[task], _split(labelled, seed + task_index))
+  _write_caption_task(out_dir / CAPTION_TASK, clips, _split([(c["file"], c["labels"]["domain"]) for c in clips],
+                                                             seed + TASKS.index("domain")), seed)
   if not quiet:
     how = "reused" if reuse else f"rendered in {time.monotonic() - t0:.1f}s"
     print(f"[demo_tasks] {len(clips)} clips ({how}), tasks {', '.join(TASKS)} -> {out_dir}")
@@ -300,14 +318,35 @@ def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "atte
   return sorted(rows.values(), key=lambda r: (task_order.get(r["task"], len(task_order)), method(r["pooling"])))
 
 
+SHOWN_TEXT_METRICS = ("a2t/R@1", "a2t/R@10", "t2a/R@1", "t2a/R@10", "BLEU-4", "ROUGE-L", "CIDEr-D")
+
+
+def compare_text_side(runs: dict, caption_task_dir, *, beam_sizes: tuple[int, ...] = (1,), log=print) -> list[dict]:
+  """Retrieval and captioning of every run (name -> RunModel) on a caption task, by what each run has.
+
+  -> rows as `compare` returns, all metrics (SHOWN_TEXT_METRICS are the ones `make demo` prints)."""
+  from alp_jax.evaluate import captioning, retrieval
+  rows: dict[tuple[str, str], dict] = {}
+  for name, run in runs.items():
+    results = retrieval.evaluate_task(run, caption_task_dir, log=log)
+    if run.has_decoder:
+      results += captioning.evaluate_task(run, caption_task_dir, beam_sizes=beam_sizes, log=log)
+    for result in results:
+      row = rows.setdefault((result["pooling"], result["metric"]),
+                            {"task": result["task"], "metric": result["metric"], "pooling": result["pooling"],
+                             "values": {}})
+      row["values"][name] = result["value"]
+  return list(rows.values())
+
+
 def format_comparison(rows: list[dict]) -> str:
   """One table: a row per task/metric/method (probe pooling or zero-shot), a column per encoder ('-': n/a)."""
   names = list(dict.fromkeys(name for row in rows for name in row["values"]))
   width = max([10] + [len(n) for n in names])
-  lines = [f"{'task':<18} {'metric':<9} {'method':<20} " + " ".join(f"{n:>{width}}" for n in names)]
+  lines = [f"{'task':<18} {'metric':<10} {'method':<20} " + " ".join(f"{n:>{width}}" for n in names)]
   for row in rows:
     values = " ".join(f"{row['values'][n]:>{width}.3f}" if n in row["values"] else f"{'-':>{width}}" for n in names)
-    lines.append(f"{row['task']:<18} {row['metric']:<9} {row['pooling']:<20} {values}")
+    lines.append(f"{row['task']:<18} {row['metric']:<10} {row['pooling']:<20} {values}")
   return "\n".join(lines)
 
 
