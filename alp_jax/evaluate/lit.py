@@ -118,7 +118,7 @@ def lit_config(encoder_dir: Path, corpus_dir: Path, *, config_spec: str, steps: 
   config.total_steps = steps
   config.batch_size = batch_size
   config.log_every = max(1, min(config.log_every, steps))
-  config.checkpoint_every = max(1, min(config.checkpoint_every, steps))
+  config.checkpoint_every = max(1, min(max(config.checkpoint_every, steps // 4), steps))  # a few saves (resume)
   config.eval_every = 0
   return config
 
@@ -139,7 +139,7 @@ def _finished_run(workdir: Path, request: dict) -> dict | None:
 
 
 def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike, workdir: str | os.PathLike, *,
-                    config_spec: str = "configs/hybrid.py:tiny", steps: int = 500, batch_size: int = 32,
+                    config_spec: str = "configs/hybrid.py:tiny", steps: int = 400, batch_size: int = 32,
                     learning_rate: float | None = None, seed: int = 0, vocab_size: int = 8000,
                     overrides: dict | None = None, log: Callable[[str], None] | None = print) -> Path:
   """Trains the text side of `config_spec` on TASK_DIR/train.jsonl with the encoder at `encoder_dir` frozen.
@@ -171,7 +171,8 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
                             f"task's train split (train.jsonl, one clip a line: id, audio, captions[, source])")
   encoder_meta(encoder_dir)  # a clear error before any work
   request = {"encoder_dir": str(encoder_dir), "task_dir": str(task_dir), "config_spec": config_spec,
-             "steps": steps, "batch_size": batch_size, "seed": seed}
+             "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
+             "vocab_size": vocab_size, "overrides": json.loads(json.dumps(overrides or {}, default=str))}
   finished = _finished_run(workdir, request)
   if finished is not None:
     say(f"[lit] {workdir} already holds this run, finished at step {finished['final_step']}; nothing to do")
@@ -203,7 +204,7 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
   summary = trainer.train(config, workdir)
   seconds = time.perf_counter() - t0
   record = {**request, "task": task_dir.name, "model": config.model.name, "objective": config.loss.kind,
-            "final_step": summary["final_step"], "frozen": list(FROZEN), "train_clips": corpus["clips"],
+            "final_step": summary["final_step"], "frozen": list(config.optimizer.frozen), "train_clips": corpus["clips"],
             "skipped_records": sum(corpus["skipped"].values()), "seconds": round(seconds, 2)}
   (workdir / LIT_FILE).write_text(json.dumps(record, indent=1))
   say(f"[lit] done in {seconds:.1f}s: text side of {config.model.name} trained for {summary['final_step']} steps "

@@ -39,7 +39,8 @@ def leaf_path(key_path) -> tuple[str, ...]:
   return tuple(p for p in map(_part, key_path) if p not in ("value", "raw_value"))
 
 
-def _names(frozen) -> tuple[str, ...]:
+def names(frozen) -> tuple[str, ...]:
+  """config.optimizer.frozen (a tuple/list of names, or one comma-separated string) -> a tuple of names."""
   if not frozen:
     return ()
   if isinstance(frozen, str):
@@ -51,7 +52,7 @@ def resolve(paths: Sequence[tuple[str, ...]], frozen) -> tuple[tuple[str, ...], 
   """Frozen names -> path prefixes that each match at least one parameter; ValueError otherwise."""
   prefixes = []
   top = sorted({p[0] for p in paths if p})
-  for name in _names(frozen):
+  for name in names(frozen):
     want = tuple(name.split("/"))
     if any(p[:len(want)] == want for p in paths):
       prefixes.append(want)
@@ -140,7 +141,7 @@ def mark_frozen_modules(model, optimizer_cfg) -> None:
   """Sets `frozen = True` on an audio encoder that optimizer_cfg.frozen freezes entirely (when
   optimizer_cfg.frozen_eval_mode, the default): the models' encode path then runs it in evaluation mode
   (no SpecAugment, no dropout) and stops gradients at its outputs. A static attribute: part of the graphdef."""
-  if optimizer_cfg is None or not _names(optimizer_cfg.get("frozen", ())):
+  if optimizer_cfg is None or not names(optimizer_cfg.get("frozen", ())):
     return
   if not optimizer_cfg.get("frozen_eval_mode", True):
     return

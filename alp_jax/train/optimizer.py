@@ -71,9 +71,9 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
   parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                            mask=_decay_mask if cfg.decay_matrices_only else None))
   tx = optax.chain(*parts)
-  frozen = cfg.get("frozen", ())
+  frozen = freeze.names(cfg.get("frozen", ()))
   if frozen:
     # Frozen gradients are zeros (step.py), so clipping by the global norm over all leaves is unchanged.
     tx = optax.multi_transform({freeze.TRAINABLE: tx, freeze.FROZEN: optax.set_to_zero()},
-                               functools.partial(freeze.labels, frozen=tuple(frozen)))
+                               functools.partial(freeze.labels, frozen=frozen))
   return tx, schedule

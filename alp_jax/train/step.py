@@ -149,7 +149,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config, mesh, shardings):
   loss_cfg = config.loss
   k = int(config.get("grad_accum_steps", 1) or 1)
-  frozen = tuple(config.optimizer.get("frozen", ()) or ())
+  frozen = freeze.names(config.optimizer.get("frozen", ()))
 
   traces = [0]
 

@@ -144,7 +144,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     start_step = 0
   n_params = state_lib.count_params(state["params"])
   _log(f"[train] {config.model.name}: {n_params / 1e6:.2f}M parameters, objective {config.loss.kind}")
-  frozen = tuple(config.optimizer.get("frozen", ()) or ())
+  frozen = freeze.names(config.optimizer.get("frozen", ()))
   if frozen:
     n_frozen, n_trainable = freeze.count(state["params"], frozen)
     _log(f"[train] frozen {', '.join(frozen)}: {n_frozen / 1e6:.2f}M parameters never updated"
