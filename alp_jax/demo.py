@@ -104,7 +104,8 @@ def stage_evaluate(out: Path) -> dict:
   # Any probe clip that duplicates a corpus clip is drawn again (demo_tasks); the report below re-checks them all.
   dirs = demo_tasks.build_demo_tasks(out / "probe_tasks", corpus_dir=corpus_dir, corpus=corpus)
   _banner("leakage: the probe tasks against the pretraining corpus")
-  leak_report = leakage.check(corpus_dir, list(dirs.values()), corpus=corpus, quiet=True)
+  caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
+  leak_report = leakage.check(corpus_dir, list(dirs.values()) + [caption_dir], corpus=corpus, quiet=True)
   print("\n".join(leakage.summary_lines(leak_report)))
   (out / "leakage.json").write_text(json.dumps(leak_report, indent=1))
   print(f"[leakage] full report: {out / 'leakage.json'}")
@@ -120,7 +121,6 @@ def stage_evaluate(out: Path) -> dict:
   demo_tasks.print_comparison(rows)
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
   _banner("the runs' text side on the demo caption task (test split): retrieval and captioning")
-  caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
   text_rows = demo_tasks.compare_text_side(runs, caption_dir)
   print()
   demo_tasks.print_comparison([r for r in text_rows if r["metric"] in demo_tasks.SHOWN_TEXT_METRICS])

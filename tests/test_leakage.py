@@ -131,6 +131,26 @@ def test_caption_overlap_by_hand(planted):
   assert captions["exact_matches"] == ["someone BABBLES take 3"]
 
 
+def test_caption_task_folder_is_checked_for_audio_and_captions(planted, tmp_path):
+  """The same planted files and captions as a caption task (jsonl splits) give the same findings."""
+  corpus_dir, task, planted_exact, planted_near, clean = planted
+  caption_task = tmp_path / "captions"
+  caption_task.mkdir()
+  names = sorted(planted_exact) + sorted(planted_near) + clean
+  line = lambda name, captions: json.dumps({"id": name, "audio": f"{task}/{name}", "captions": captions})
+  (caption_task / "train.jsonl").write_text("\n".join(line(n, ["a clip"]) for n in names[::2]) + "\n")
+  test = [line(n, ["someone BABBLES take 3", "a person speaks quickly in the garden"] if i == 0 else ["a clip"])
+          for i, n in enumerate(names[1::2])]
+  (caption_task / "test.jsonl").write_text("\n".join(test) + "\n")
+  corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
+  result = leakage.check_task(caption_task, corpus, corpus_dir, quiet=True)
+  assert {x["corpus_id"] for x in result["exact"]} == set(planted_exact.values())
+  assert {x["corpus_id"] for x in result["near"]} == set(planted_near.values())
+  captions = result["captions"]
+  assert captions["eval_captions"] == len(names) + 1
+  assert captions["exact_matches"] == ["someone BABBLES take 3"]
+
+
 def test_cli_report_and_strict_exit(planted, tmp_path, capsys):
   corpus_dir, task, planted_exact, planted_near, _ = planted
   out = tmp_path / "report.json"

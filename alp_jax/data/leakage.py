@@ -17,11 +17,12 @@ Three checks (docs/leakage.md has the method, the thresholds, measured scores an
             copies score >= 0.999, trimmed ones >= 0.9 (95% >= 0.96), Ogg Vorbis ones 0.8-1.0 (95% >= 0.93);
             distinct renders of one synthetic voice and phrase also reach 0.9-0.99, so a near pair is a pair to
             inspect (docs/leakage.md).
-  captions  eval captions (a `caption` column in a task CSV) against DIR/captions.txt after caption tokenisation:
+  captions  eval captions (a `caption` column in a task CSV, or a caption task's jsonl captions) against DIR/captions.txt after caption tokenisation:
             the fraction that occur verbatim, and the mean fraction of each eval caption's 4-grams that occur in
             any pretraining caption (captions under 4 tokens are left out of that mean).
 
-Task folders hold train.csv / valid.csv / test.csv with columns path,label (paths relative to the folder).
+Task folders hold train.csv / valid.csv / test.csv with columns path,label (paths relative to the folder), or are
+caption tasks (train/valid/test.jsonl: audio, captions).
 The corpus is read once for all task folders; all eval clips are compared with all corpus clips with matrix
 products over corpus chunks; the cost grows as eval clips x corpus clips x shifts (docs/leakage.md: about
 16 us per pair on a busy 2-core machine, so 1k eval x 10k corpus clips takes about 3 minutes).
@@ -214,22 +215,35 @@ def read_corpus_audio(corpus_dir, quiet: bool = False, batch: int = 64) -> Corpu
 
 
 def read_task(task_dir) -> list[dict]:
-  """Rows of every split CSV in a task folder: split, path (as written), file (resolved), caption (or None)."""
+  """Rows of every split of a task folder: split, path (as written), file (resolved), captions (maybe empty).
+
+  A probe task's splits are train/valid/test.csv (path,label[,caption]); a caption task's are
+  train/valid/test.jsonl (the manifest format: audio, captions)."""
   task_dir = Path(task_dir)
   rows = []
   for split in SPLITS:
     path = task_dir / f"{split}.csv"
-    if not path.exists():
-      continue
-    with open(path, newline="", encoding="utf-8") as f:
-      reader = csv.DictReader(f)
-      if "path" not in (reader.fieldnames or []):
-        raise ValueError(f"{path}: no `path` column (a task CSV has columns path,label[,caption])")
-      for row in reader:
-        rows.append({"split": split, "path": row["path"], "file": task_dir / row["path"],
-                     "caption": row.get("caption") or None})
+    if path.exists():
+      with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if "path" not in (reader.fieldnames or []):
+          raise ValueError(f"{path}: no `path` column (a task CSV has columns path,label[,caption])")
+        for row in reader:
+          rows.append({"split": split, "path": row["path"], "file": task_dir / row["path"],
+                       "captions": [row["caption"]] if row.get("caption") else []})
+    path = task_dir / f"{split}.jsonl"
+    if path.exists():
+      for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+          audio, captions = record["audio"], [c for c in record.get("captions", []) if isinstance(c, str)]
+        except (json.JSONDecodeError, KeyError, TypeError):
+          raise ValueError(f"{path}:{line_no}: not a manifest line with an `audio` path") from None
+        rows.append({"split": split, "path": audio, "file": task_dir / audio, "captions": captions})
   if not rows:
-    raise FileNotFoundError(f"{task_dir} holds no train.csv / valid.csv / test.csv")
+    raise FileNotFoundError(f"{task_dir} holds no train/valid/test .csv (probe task) or .jsonl (caption task)")
   return rows
 
 
@@ -336,7 +350,7 @@ def check_task(task_dir, corpus: CorpusAudio, corpus_dir, *, threshold: float = 
                    "corpus_source": corpus.sources[j], "score": round(score, 4),
                    "corpus_offset_seconds": round(offset, 3),
                    "compared_by": "profile (both stationary)" if by_profile else "pattern"})
-  captions = [r["caption"] for r in rows if r["caption"]]
+  captions = [c for r in rows for c in r["captions"]]
   scores = [score for _, score in found["best"].values()]
   result = {"task_dir": str(task_dir), "rows": len(rows), "clips": len(files),
             "exact": exact, "near": near, "unreadable": found["unreadable"],
@@ -385,7 +399,7 @@ def summary_lines(report_json: dict, show: int = 5) -> list[str]:
       lines.append(f"      captions: {c['eval_captions']}, verbatim in pretraining {c['exact_match_fraction']:.1%}, "
                    f"mean {NGRAM}-gram overlap " + ("n/a" if overlap is None else f"{overlap:.1%}"))
     else:
-      lines.append("      captions: none (no `caption` column), not compared")
+      lines.append("      captions: none (no `caption` column or caption task), not compared")
   exact, near = report_json["exact"], report_json["near"]
   verdict = "clean" if exact + near == 0 else "LEAKED"
   lines.append(f"[leakage] {verdict}: {exact} exact, {near} near rows in {len(report_json['tasks'])} task folder(s)")
@@ -396,7 +410,7 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m alp_jax.data.leakage", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--corpus", required=True, help="prepared corpus folder (has corpus.json)")
-  parser.add_argument("--task-dir", action="append", required=True, help="task folder (train/valid/test.csv)")
+  parser.add_argument("--task-dir", action="append", required=True, help="probe task (train/valid/test.csv) or caption task (*.jsonl) folder")
   parser.add_argument("--out", help="write the full report (every pair) as JSON here")
   parser.add_argument("--threshold", type=float, default=NEAR_THRESHOLD, help="near-duplicate cosine threshold")
   parser.add_argument("--max-shift-seconds", type=float, default=MAX_SHIFT_FRAMES * BLOCK_HOP * HOP / SAMPLE_RATE)
