@@ -105,9 +105,9 @@ def load_encoder(*, encoder: str | None = None, workdir: str | None = None, rand
 
 def format_table(rows: list[dict]) -> str:
   """(task, metric, method, value) rows; the method is the probe pooling, zero_shot, retrieval, greedy ..."""
-  lines = [f"{'task':<24} {'metric':<11} {'method':<22} {'value':>8}"]
+  lines = [f"{'task':<24} {'metric':<11} {'method':<24} {'value':>8}"]
   for row in rows:
-    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['pooling']:<22} {row['value']:>8.4f}")
+    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['pooling']:<24} {row['value']:>8.4f}")
   return "\n".join(lines)
 
 
