@@ -50,6 +50,10 @@ class AudioEncoder:
     self._state = state
     self._encode = encode
 
+  def sync(self) -> None:
+    """Picks up parameters changed in place on `module` (nnx.update), keeping the compiled encode function."""
+    self._state = nnx.split(self.module)[1]
+
   @property
   def output_dim(self) -> int:
     return int(self.module.output_dim)

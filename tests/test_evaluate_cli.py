@@ -205,6 +205,19 @@ def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   expected_class = np.asarray(prompts).mean(axis=0)
   np.testing.assert_allclose(zero_shot.class_embeddings(run, ["low", "high"])[0],
                              expected_class / np.linalg.norm(expected_class), atol=1e-5)
+  # update() (what the in-training evaluators use) gives another model's numbers without rebuilding.
+  from flax import nnx
+  from alp_jax import models
+  from alp_jax.evaluate import run_model
+  other = models.build_model(cfg, rngs=nnx.Rngs(7))
+  before = run.audio_embeddings(frames)
+  run.update(nnx.state(other))
+  fresh = run_model.RunModel(cfg, other, tok)
+  np.testing.assert_array_equal(run.audio_embeddings(frames), fresh.audio_embeddings(frames))
+  np.testing.assert_array_equal(run.text_embeddings(["low tone"]), fresh.text_embeddings(["low tone"]))
+  np.testing.assert_array_equal(run.encoder.embed(*audio_io.decode(test[0].path))["frames"],
+                                fresh.encoder.embed(*audio_io.decode(test[0].path))["frames"])
+  assert not np.allclose(before, fresh.audio_embeddings(frames))
 
 
 def test_captioner_likelihoods_and_greedy_match_the_decoder_on_the_model_frames(tmp_path, task_dir):

@@ -98,7 +98,7 @@ class RunModel:
   def update(self, *states) -> None:
     """New parameters (e.g. the training state's params and rest) for the same model: no recompilation."""
     nnx.update(self.model, *states)
-    self.encoder._state = nnx.split(self.encoder.module)[1]
+    self.encoder.sync()
     if self.towers is not None:
       self._towers_state = nnx.split(self.towers)[1]
 
