@@ -6,11 +6,12 @@
             train the caption tokenizer, and read batches through the grain pipeline (throughput).
 2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model on the demo corpus with the
             same trainer as any run (python -m alp_jax.train), and export both audio encoders.
-3. evaluate: linear probes (mean and attention pooling) of both encoders and of a random-init baseline of the
-            same architecture, and zero-shot scores of both runs (CLAP: text tower, CapPa: caption likelihood),
-            on the demo's probe tasks; then the runs' retrieval and captioning on the demo caption task (freshly synthesised clips, never in the pretraining
-            corpus, and checked against it: the leakage report, which must say clean, goes to leakage.json),
-            printed as one comparison table.
+3. evaluate: the demo's probe tasks (freshly synthesised clips, never in the pretraining corpus, and checked
+            against it: the leakage report, which must say clean, goes to leakage.json) and a caption task over
+            the same clips; linear probes (mean and attention pooling) of both encoders and of a random-init
+            baseline of the same architecture, and zero-shot scores of both runs (CLAP: text tower, CapPa:
+            caption likelihood), printed as one comparison table; then the runs' retrieval and captioning on
+            the caption task.
 Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
 `make demo` is quick.
 """
@@ -116,12 +117,13 @@ def stage_evaluate(out: Path) -> dict:
   # The runs' own text sides, zero-shot on the tasks named by caption words: CLAP by its text tower, CapPa by
   # the likelihood of the class prompts under its decoder.
   runs = {name: RunModel.from_workdir(out / f"{name}_tiny") for name in ("clap", "cappa")}
-  rows = demo_tasks.compare(encoders, dirs, runs=runs)
+  cache_dir = out / "embeddings"   # each clip encoded once per encoder weights, also across `make demo` runs
+  rows = demo_tasks.compare(encoders, dirs, runs=runs, cache_dir=cache_dir)
   print()
   demo_tasks.print_comparison(rows)
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
   _banner("the runs' text side on the demo caption task (test split): retrieval and captioning")
-  text_rows = demo_tasks.compare_text_side(runs, caption_dir)
+  text_rows = demo_tasks.compare_text_side(runs, caption_dir, cache_dir=cache_dir)
   print()
   demo_tasks.print_comparison([r for r in text_rows if r["metric"] in demo_tasks.SHOWN_TEXT_METRICS])
   clips = sum(1 for _ in open(caption_dir / "test.jsonl"))

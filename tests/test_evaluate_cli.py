@@ -190,10 +190,18 @@ def _test_clips(task_dir):
 def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   import jax.numpy as jnp
   from alp_jax.audio import io as audio_io
-  from alp_jax.evaluate import zero_shot
+  from alp_jax.evaluate import tasks, zero_shot
   run, model, tok, cfg = _tiny_run(tmp_path, "clap")
   [row] = zero_shot.evaluate_task(run, task_dir, log=None)
   assert row["pooling"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
+  # The run's memo holds every test clip: evaluating again encodes nothing.
+  test_paths = {str(e.path) for e in tasks.read_task(task_dir).splits["test"]}
+  assert set(run.embed_memo) == test_paths
+  calls = []
+  encode = run.encoder.embed
+  run.encoder.embed = lambda *a: calls.append(a) or encode(*a)
+  assert zero_shot.evaluate_task(run, task_dir, log=None) == [row] and not calls
+  run.encoder.embed = encode
   # Reference: the model's own evaluation forward, each test clip as one window.
   test, audio, mask = _test_clips(task_dir)
   expected_audio, _ = model.embed_audio(jnp.asarray(audio), jnp.asarray(mask))
@@ -212,6 +220,7 @@ def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   other = models.build_model(cfg, rngs=nnx.Rngs(7))
   before = run.audio_embeddings(frames)
   run.update(nnx.state(other))
+  assert not run.embed_memo   # frames of the old weights are gone
   fresh = run_model.RunModel(cfg, other, tok)
   np.testing.assert_array_equal(run.audio_embeddings(frames), fresh.audio_embeddings(frames))
   np.testing.assert_array_equal(run.text_embeddings(["low tone"]), fresh.text_embeddings(["low tone"]))

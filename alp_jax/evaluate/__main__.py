@@ -128,7 +128,7 @@ def split_tasks(task_dirs: list[str]) -> tuple[list[str], list[str]]:
   return probe, caption
 
 
-def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_tasks: list, caption_tasks_: list,
+def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_tasks: list, caption_task_dirs: list,
          log=print) -> tuple[str, ...]:
   """The evaluations that apply. With an explicit --suite, one that cannot apply is a UsageError."""
   kept = []
@@ -138,7 +138,7 @@ def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_t
       reason = "needs --workdir (an exported encoder has no text side; --suite lit trains one)"
     elif name in ("probe", "zero_shot") and not probe_tasks:
       reason = "no probe task (test.csv) given"
-    elif name in ("retrieval", "captioning", "lit") and not caption_tasks_:
+    elif name in ("retrieval", "captioning", "lit") and not caption_task_dirs:
       reason = "no caption task (test.jsonl) given"
     if reason is None:
       kept.append(name)
@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
       probe_tasks, caption_task_dirs = split_tasks(args.task_dir)
       probe_tasks += tfds_tasks.tasks_from_args(args)   # TFDS datasets are probe tasks
       evaluations = plan(evaluations, workdir=bool(args.workdir), explicit=args.suite is not None,
-                         probe_tasks=probe_tasks, caption_tasks_=caption_task_dirs)
+                         probe_tasks=probe_tasks, caption_task_dirs=caption_task_dirs)
       if not evaluations:
         raise UsageError(f"nothing to evaluate: none of {parse_suite(args.suite or 'default')} applies to "
                          f"these tasks with this source (see the lines above)")

@@ -285,34 +285,38 @@ ZERO_SHOT_TASKS = ("instrument_family", "sound_type", "domain")
 METHOD_ORDER = ("mean", "attention", "zero_shot", "zero_shot_likelihood")
 
 
+def _merge(rows: dict, key: tuple, name: str, result: dict) -> None:
+  """Adds one evaluation result of `name` to the comparison row `key` (task, method[, metric])."""
+  row = rows.setdefault(key, {"task": result["task"], "metric": result["metric"], "pooling": result["pooling"],
+                              "values": {}})
+  row["values"][name] = result["value"]
+
+
 def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "attention"), *, runs: dict | None = None,
-            zero_shot_tasks: tuple[str, ...] = ZERO_SHOT_TASKS, config=None, log=print) -> list[dict]:
+            zero_shot_tasks: tuple[str, ...] = ZERO_SHOT_TASKS, config=None, cache_dir=None, log=print) -> list[dict]:
   """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling, and scores every run
   (name -> RunModel, optional) zero-shot on the `zero_shot_tasks` among them.
 
   -> rows {"task", "metric", "pooling", "values": {encoder name: value}}, in task then method order.
+  cache_dir: embeddings cache (alp_jax.evaluate.embed), shared by an exported encoder and its run's own encoder
+  (same fingerprint), so each clip is encoded once per set of weights.
   """
   from alp_jax.evaluate import probe as probe_lib
   from alp_jax.evaluate import zero_shot
   config = config or probe_lib.ProbeConfig()
   task_dirs = list(task_dirs.values()) if isinstance(task_dirs, dict) else list(task_dirs)
   rows: dict[tuple[str, str], dict] = {}
-
-  def add(name, result):
-    row = rows.setdefault((result["task"], result["pooling"]), {"task": result["task"], "metric": result["metric"],
-                                                                 "pooling": result["pooling"], "values": {}})
-    row["values"][name] = result["value"]
-
   for name, encoder in encoders.items():
     if log:
       log(f"[compare] encoder {name}")
-    for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config, log=log):
-      add(name, result)
+    for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config,
+                                             cache_dir=cache_dir, log=log):
+      _merge(rows, (result["task"], result["pooling"]), name, result)
   for name, run in (runs or {}).items():
     for task_dir in task_dirs:
       if Path(task_dir).name in zero_shot_tasks:
-        for result in zero_shot.evaluate_task(run, task_dir, log=log):
-          add(name, result)
+        for result in zero_shot.evaluate_task(run, task_dir, cache_dir=cache_dir, log=log):
+          _merge(rows, (result["task"], result["pooling"]), name, result)
   task_order = {Path(t).absolute().name: i for i, t in enumerate(task_dirs)}
   method = lambda p: METHOD_ORDER.index(p) if p in METHOD_ORDER else len(METHOD_ORDER)
   return sorted(rows.values(), key=lambda r: (task_order.get(r["task"], len(task_order)), method(r["pooling"])))
@@ -321,21 +325,19 @@ def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "atte
 SHOWN_TEXT_METRICS = ("a2t/R@1", "a2t/R@10", "t2a/R@1", "t2a/R@10", "BLEU-4", "ROUGE-L", "CIDEr-D")
 
 
-def compare_text_side(runs: dict, caption_task_dir, *, beam_sizes: tuple[int, ...] = (1,), log=print) -> list[dict]:
+def compare_text_side(runs: dict, caption_task_dir, *, beam_sizes: tuple[int, ...] = (1,), cache_dir=None,
+                      log=print) -> list[dict]:
   """Retrieval and captioning of every run (name -> RunModel) on a caption task, by what each run has.
 
   -> rows as `compare` returns, all metrics (SHOWN_TEXT_METRICS are the ones `make demo` prints)."""
   from alp_jax.evaluate import captioning, retrieval
   rows: dict[tuple[str, str], dict] = {}
   for name, run in runs.items():
-    results = retrieval.evaluate_task(run, caption_task_dir, log=log)
+    results = retrieval.evaluate_task(run, caption_task_dir, cache_dir=cache_dir, log=log)
     if run.has_decoder:
-      results += captioning.evaluate_task(run, caption_task_dir, beam_sizes=beam_sizes, log=log)
+      results += captioning.evaluate_task(run, caption_task_dir, beam_sizes=beam_sizes, cache_dir=cache_dir, log=log)
     for result in results:
-      row = rows.setdefault((result["pooling"], result["metric"]),
-                            {"task": result["task"], "metric": result["metric"], "pooling": result["pooling"],
-                             "values": {}})
-      row["values"][name] = result["value"]
+      _merge(rows, (result["pooling"], result["metric"]), name, result)
   return list(rows.values())
 
 

@@ -204,7 +204,8 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
   summary = trainer.train(config, workdir)
   seconds = time.perf_counter() - t0
   record = {**request, "task": task_dir.name, "model": config.model.name, "objective": config.loss.kind,
-            "final_step": summary["final_step"], "frozen": list(config.optimizer.frozen), "train_clips": corpus["clips"],
+            "final_step": summary["final_step"], "frozen": list(config.optimizer.frozen),
+            "train_clips": corpus["clips"],
             "skipped_records": sum(corpus["skipped"].values()), "seconds": round(seconds, 2)}
   (workdir / LIT_FILE).write_text(json.dumps(record, indent=1))
   say(f"[lit] done in {seconds:.1f}s: text side of {config.model.name} trained for {summary['final_step']} steps "

@@ -36,7 +36,7 @@ def test_split(run, task: caption_tasks.CaptionTask, *, cache_dir=None, log=prin
   """-> (frames per kept clip, the kept CaptionExamples, skipped [(path, reason)]) of the test split."""
   from alp_jax.evaluate import embed as embed_lib
   embeddings = embed_lib.embed_task(run.encoder, caption_tasks.as_probe_task(task, "test"), cache_dir=cache_dir,
-                                    log=log)
+                                    memo=run.embed_memo, log=log)
   examples = task.splits["test"]
   test = embeddings.splits["test"]
   return test.frames, [examples[i] for i in test.kept], embeddings.skipped

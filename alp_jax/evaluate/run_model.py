@@ -18,13 +18,14 @@ compiles once; padding rows and frames are masked and change no number.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from alp_jax.data import report
 
 CLIP_BATCH = 8
 PROGRESS_EVERY_S = 10.0
@@ -47,24 +48,6 @@ def _pad_batch(frames: list[np.ndarray], length: int, rows: int) -> tuple[np.nda
   return padded, mask
 
 
-class _Progress:
-  """'[name] done/total what, rate/s, ETA' every PROGRESS_EVERY_S seconds (nothing when log is None)."""
-
-  def __init__(self, name: str, total: int, what: str, log):
-    self.name, self.total, self.what, self.log = name, total, what, log
-    self.done, self.t0 = 0, time.monotonic()
-    self.last = self.t0
-
-  def advance(self, n: int) -> None:
-    self.done += n
-    now = time.monotonic()
-    if self.log and now - self.last > PROGRESS_EVERY_S and self.done < self.total:
-      rate = self.done / (now - self.t0)
-      eta = (self.total - self.done) / rate
-      self.log(f"[{self.name}] {self.done}/{self.total} {self.what}, {rate:.1f}/s, ETA {eta:.0f}s")
-      self.last = now
-
-
 class RunModel:
   """The towers of a restored run. Build with `RunModel.from_workdir`."""
 
@@ -80,6 +63,10 @@ class RunModel:
     self.towers = model if self.kind == "two_towers" else getattr(model, "towers", None)
     self.decoder = getattr(model, "decoder", None) if self.kind in DECODER_MODELS else None
     self._text_fn = self._frames_fn = None
+    # path -> whole-clip frames (or why the file is unusable), shared by every evaluation of this model
+    # (alp_jax.evaluate.embed.embed_task's memo), so a test split is encoded once for zero-shot, retrieval and
+    # captioning; cleared by update().
+    self.embed_memo: dict = {}
     if self.towers is not None:
       graphdef, state = nnx.split(self.towers)
 
@@ -98,6 +85,7 @@ class RunModel:
   def update(self, *states) -> None:
     """New parameters (e.g. the training state's params and rest) for the same model: no recompilation."""
     nnx.update(self.model, *states)
+    self.embed_memo.clear()
     self.encoder.sync()
     if self.towers is not None:
       self._towers_state = nnx.split(self.towers)[1]
@@ -157,10 +145,12 @@ class RunModel:
     self._need(decoder=True)
     tokens, mask = self.tokenizer.encode_padded(list(texts), self.max_tokens)
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
-    out, progress = [], _Progress("likelihood", len(frames), f"clips x {len(texts)} texts", log)
+    out = []
+    progress = report.Progress(len(frames), f"likelihood: clips x {len(texts)} texts", quiet=log is None,
+                               every_seconds=PROGRESS_EVERY_S)
     for n, f, m in self._batches(frames):
       out.append(np.asarray(decoding.score_caption_candidates(self.decoder, f, m, tokens, mask))[:n])
-      progress.advance(n)
+      progress.update(sum(len(o) for o in out))
     return np.concatenate(out)
 
   def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0,
@@ -168,12 +158,14 @@ class RunModel:
     """One caption per clip: greedy (beam_size 1) or beam search, max config.data.max_caption_tokens tokens."""
     from alp_jax.models import decoding
     self._need(decoder=True)
-    captions, progress = [], _Progress("decode", len(frames), f"clips, beam {beam_size}", log)
+    captions = []
+    progress = report.Progress(len(frames), f"decode: clips, beam {beam_size}", quiet=log is None,
+                               every_seconds=PROGRESS_EVERY_S)
     for n, f, m in self._batches(frames):
       if beam_size == 1:
         tokens, _, _ = decoding.greedy_decode(self.decoder, f, m, self.max_tokens)
       else:
         tokens, _, _ = decoding.beam_search(self.decoder, f, m, self.max_tokens, beam_size, length_penalty)
       captions += [self.tokenizer.decode(row) for row in np.asarray(tokens)[:n]]
-      progress.advance(n)
+      progress.update(len(captions))
     return captions

@@ -61,7 +61,7 @@ def evaluate_task(run, task, *, templates: tuple[str, ...] = TEMPLATES, methods:
   task = task if isinstance(task, tasks_lib.Task) else tasks_lib.read_task(task)
   test_only = tasks_lib.Task(name=task.name, directory=task.directory, splits={"test": task.splits["test"]},
                              classes=task.classes, metric=task.metric)
-  embeddings = embed_lib.embed_task(run.encoder, test_only, cache_dir=cache_dir, log=log)
+  embeddings = embed_lib.embed_task(run.encoder, test_only, cache_dir=cache_dir, memo=run.embed_memo, log=log)
   frames = embeddings.splits["test"].frames
   rows = []
   for method in methods or methods_of(run):
