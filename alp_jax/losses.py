@@ -1,4 +1,5 @@
-"""Training objectives as pure functions: contrastive (softmax, sigmoid, ring-chunked sigmoid) and captioning.
+"""Training objectives as pure functions: contrastive (softmax, sigmoid, ring-chunked sigmoid), captioning and
+supervised tagging.
 
 Every loss casts its inputs to float32 before any arithmetic, so a bf16 model still gets float32 logits, log-softmaxes
 and sums. The formulas, the study's settings and our defaults are written out in docs/objectives.md.
@@ -9,6 +10,7 @@ Dimension legend:
   D  joint embedding width
   L  caption length in tokens
   V  vocabulary size
+  C  tagging classes
 
 Contrastive embeddings are expected L2-normalised by the caller (the towers normalise); the losses do not normalise
 again, so that a caller may deliberately pass unnormalised vectors. Under `jax.jit` with global arrays sharded on the
@@ -225,6 +227,42 @@ def caption_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array, label_s
   if reduction == "sum_and_count":
     return total, count
   raise ValueError(f"caption_xent: reduction must be 'mean' or 'sum_and_count', got {reduction!r}")
+
+
+def sigmoid_bce(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """Elementwise binary cross-entropy with logits, numerically stable: max(x, 0) - x y + log(1 + exp(-|x|))."""
+  logits, labels = _f32(logits), _f32(labels)
+  return jnp.maximum(logits, 0) - logits * labels + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+
+
+def tagging_xent(logits: jax.Array, labels: jax.Array, weight: jax.Array, multilabel: bool = True,
+                 reduction: str = "mean") -> jax.Array | tuple[jax.Array, jax.Array]:
+  """Supervised tagging loss over the labelled clips of the batch.
+
+  Multi-label (default): binary cross-entropy summed over the C classes (as AudioSet taggers do); single-label:
+  softmax cross-entropy against the (one-hot) labels. The loss is a clip-weighted mean: the sum of per-clip losses
+  times `weight` divided by the sum of `weight` (clips without the task's label weigh 0). With
+  reduction='sum_and_count' it returns the numerator and the denominator, which add up exactly over micro-batches
+  (as `caption_xent`).
+
+  Args:
+    logits: (B, C) class logits (any float dtype; computed in float32).
+    labels: (B, C) multi-hot (or one-hot) targets.
+    weight: (B,) 1 for clips that carry the task's label, 0 otherwise.
+    multilabel: BCE per class (True) or softmax cross-entropy (False).
+    reduction: 'mean' -> sum / max(count, 1); 'sum_and_count' -> (sum, count).
+  """
+  logits, labels, weight = _f32(logits), _f32(labels), _f32(weight)
+  if multilabel:
+    per_clip = jnp.sum(sigmoid_bce(logits, labels), axis=-1)  # (B,)
+  else:
+    per_clip = -jnp.sum(labels * jax.nn.log_softmax(logits, axis=-1), axis=-1)  # (B,)
+  total, count = jnp.sum(per_clip * weight), jnp.sum(weight)
+  if reduction == "mean":
+    return total / jnp.maximum(count, 1.0)
+  if reduction == "sum_and_count":
+    return total, count
+  raise ValueError(f"tagging_xent: reduction must be 'mean' or 'sum_and_count', got {reduction!r}")
 
 
 def embedding_regulariser(audio_emb: jax.Array, text_emb: jax.Array) -> jax.Array:

@@ -46,8 +46,10 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.max_caption_tokens = 32
   if "sigmoid" in variants:
     c.loss.kind = "sigmoid"
+    c.model.logit_bias = True   # the sigmoid losses need the towers' learnable logit bias
   if "sigmoid_chunked" in variants:
     c.loss.kind = "sigmoid_chunked"
+    c.model.logit_bias = True
   if "learnable_temperature" in variants:
     c.model.temperature.learnable = True
   return c

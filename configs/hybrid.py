@@ -25,6 +25,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
   c.model.audio = contrastive.model.audio
   c.model.text = contrastive.model.text
   c.model.head = contrastive.model.head
+  c.model.logit_bias = contrastive.model.logit_bias
   c.model.decoder = captioning.model.decoder
   c.loss = ml_collections.ConfigDict(dict(
       kind="hybrid",

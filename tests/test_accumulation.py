@@ -1,6 +1,6 @@
 """Gradient accumulation is exact: the jitted train step with grad_accum_steps=k gives the loss and the gradients
-of the k=1 step on the same global batch, for every objective (contrastive softmax mean/sum, sigmoid, ring-chunked
-sigmoid, captioning with parallel rows and label smoothing, hybrid).
+of the k=1 step on the same global batch, for every objective of the objective table (contrastive softmax mean/sum,
+sigmoid, ring-chunked sigmoid, captioning with parallel rows and label smoothing, hybrid, tagging).
 
 Dimension letters: B global batch, b = B / k rows per micro-batch, E joint embedding width.
 
@@ -137,7 +137,7 @@ def sigmoid_setup(tiny_corpus_dir):
   """The sigmoid two towers and their k=1 reference (shared by the sigmoid and chunked-sigmoid tests)."""
   # SigLIP's initial bias -10 leaves the negative pairs nearly silent at step 0; at 0 they weigh, so a step that
   # scored each micro-batch against its own negatives only would fail the comparison.
-  setup = Setup("clap", tiny_corpus_dir, loss__kind="sigmoid", model__sigmoid__bias_init=0.0)
+  setup = Setup("clap", tiny_corpus_dir, loss__kind="sigmoid", model__logit_bias=True, model__sigmoid__bias_init=0.0)
   setup.reference = setup.loss_and_grads(1)
   return setup
 
@@ -191,6 +191,19 @@ def test_captioning_accumulation_is_exact(tiny_corpus_dir):
 def test_hybrid_accumulation_is_exact(tiny_corpus_dir):
   setup = Setup("hybrid", tiny_corpus_dir)
   assert setup.cfg.loss.parallel_fraction == 0.75 and setup.cfg.loss.label_smoothing == 0.1
+  loss1, grads1 = setup.loss_and_grads(1)
+  loss_k, grads_k = setup.loss_and_grads(K)
+  np.testing.assert_allclose(loss_k, loss1, rtol=1e-5)
+  _assert_same_gradients(grads_k, grads1)
+
+
+def test_tagging_accumulation_is_exact(tiny_corpus_dir):
+  """Clip-weighted tagging loss: micro-batches hold different numbers of labelled clips, and each contributes its
+  sum over the WHOLE batch's labelled count (objective table), so k=4 equals k=1."""
+  setup = Setup("tagging", tiny_corpus_dir, data__label_task="sound_type")
+  weight = np.asarray(jax.device_get(setup.batch["label_weight"]))
+  per_micro = [weight[j::K].sum() for j in range(K)]
+  assert 0 < weight.sum() < len(weight) and len(set(per_micro)) > 1, per_micro  # not a plain mean of means
   loss1, grads1 = setup.loss_and_grads(1)
   loss_k, grads_k = setup.loss_and_grads(K)
   np.testing.assert_allclose(loss_k, loss1, rtol=1e-5)

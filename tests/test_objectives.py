@@ -34,6 +34,7 @@ def _config(name: str, **loss) -> ml_collections.ConfigDict:
   c.frontend.spec_augment.update(num_time_masks=2, max_time_width=5, max_freq_width=4,
                                  time_warp_factor=0)
   c.loss = ml_collections.ConfigDict(dict(label_smoothing=0.1, parallel_fraction=0.75, **loss))
+  c.model.logit_bias = "sigmoid" in (loss.get("kind", "") + loss.get("contrastive_kind", ""))
   return c
 
 
@@ -79,8 +80,7 @@ def test_hybrid_loss_is_the_weighted_sum_of_its_parts(batch):
 
   @nnx.jit
   def loss_and_outputs(model, batch):
-    loss, metrics = objectives.compute_loss(model, batch, loss_cfg, train=False, rng=None,
-                                            parallel=PARALLEL)
+    loss, metrics = objectives.get(loss_cfg).loss(model, batch, train=False, rng=None, parallel=PARALLEL)
     return loss, metrics, model(batch, parallel=PARALLEL)[1]
 
   loss, metrics, out = loss_and_outputs(model, batch)
@@ -102,21 +102,20 @@ def test_hybrid_loss_is_the_weighted_sum_of_its_parts(batch):
 
 
 def test_token_weighted_accumulation_is_exact(batch):
-  """Two microbatches with combine_terms(caption_count=whole batch) give the full-batch gradient."""
+  """Two microbatches with combine(counts=whole batch) give the full-batch gradient."""
   model = _model("captioner", "captioning")
-  loss_cfg = _config("captioner", kind="captioning").loss
+  objective = objectives.get(_config("captioner", kind="captioning").loss)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   @jax.jit
   def grads(params, batch, parallel, total):
     def loss_fn(p):
-      terms, _ = objectives.loss_terms(nnx.merge(graphdef, p, rest), batch, loss_cfg,
-                                       train=False, rng=None, parallel=parallel)
-      return objectives.combine_terms(terms, loss_cfg, caption_count=total,
-                                      contrastive_scale=0.5)
+      values, _, _ = objective.terms_and_metrics(nnx.merge(graphdef, p, rest), batch, train=False, rng=None,
+                                                 parallel=parallel)
+      return objective.combine(values, counts={"caption": total}, contrastive_scale=0.5)
     return jax.grad(loss_fn)(params)
 
-  total = objectives.caption_target_count(model, batch, PARALLEL)
+  total = objective.counts(model, batch, PARALLEL)["caption"]
   assert float(total) == (batch["caption_mask"].sum() - PARALLEL.sum())  # parallel rows drop EOS
   full = grads(params, batch, PARALLEL, total)
   # Microbatches of unequal token counts (rows 0-3 hold 21 tokens, rows 4-7 hold 18).
@@ -142,8 +141,7 @@ def test_draw_parallel_exact_count_uniform_rows():
 
 def test_unknown_kind_is_rejected(batch):
   with pytest.raises(ValueError, match="config.loss.kind"):
-    objectives.compute_loss(_model("captioner", "captioning"), batch,
-                            ml_collections.ConfigDict(dict(kind="ctc")), train=False, rng=None)
+    objectives.get(ml_collections.ConfigDict(dict(kind="ctc")))
 
 
 @pytest.mark.parametrize("name,kind,extra", [
@@ -164,8 +162,7 @@ def test_jitted_grad_step_runs(batch, name, kind, extra):
   @jax.jit
   def step(params, batch, key):
     def loss_fn(p):
-      return objectives.compute_loss(nnx.merge(graphdef, p, rest), batch, loss_cfg, train=True,
-                                     rng=key)
+      return objectives.get(loss_cfg).loss(nnx.merge(graphdef, p, rest), batch, train=True, rng=key)
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     new_params = jax.tree.map(lambda p, g: p - 1e-3 * g, params, grads)
     return loss, metrics, _global_norm(grads), new_params
@@ -196,3 +193,35 @@ def test_captioner_generates_eos_terminated_captions(batch):
       np.asarray(scores),
       np.asarray(decoding.score_captions(model.decoder, frames, out["frame_mask"], tokens, mask)),
       rtol=1e-5)
+
+
+def test_objective_table_declares_keys_needs_and_checks_models():
+  """Each entry declares what it reads and needs; check() names what is missing before any compile."""
+  hybrid_objective = objectives.get(_config("hybrid", kind="hybrid").loss)
+  assert hybrid_objective.batch_keys == ("caption_tokens", "caption_mask")
+  assert hybrid_objective.needs == {"text_tower", "caption_decoder"} and hybrid_objective.draws_parallel
+  tagging = objectives.get(ml_collections.ConfigDict(dict(kind="tagging")))
+  assert tagging.batch_keys == ("labels", "label_weight") and not tagging.draws_parallel
+  with pytest.raises(ValueError, match="caption_decoder"):
+    objectives.get(_config("captioner", kind="captioning").loss).check(two_towers.TwoTowers)
+  with pytest.raises(ValueError, match="label_task"):
+    tagging.check(models.MODELS["tagger"], ("audio", "audio_mask", "caption_tokens"))
+  sigmoid_cfg = _config("two_towers", kind="sigmoid")
+  objectives.get(sigmoid_cfg.loss).check(two_towers.TwoTowers, model_cfg=sigmoid_cfg.model)
+  sigmoid_cfg.model.logit_bias = False
+  with pytest.raises(ValueError, match="logit_bias=True"):
+    objectives.get(sigmoid_cfg.loss).check(two_towers.TwoTowers, model_cfg=sigmoid_cfg.model)
+
+
+def test_tagging_loss_against_numpy():
+  rng = np.random.default_rng(1)
+  logits = rng.normal(size=(6, 5)).astype(np.float32)
+  labels = (rng.random((6, 5)) < 0.4).astype(np.float32)
+  weight = np.array([1, 0, 1, 1, 0, 1], np.float32)
+  bce = np.maximum(logits, 0) - logits * labels + np.log1p(np.exp(-np.abs(logits)))
+  want = (bce.sum(-1) * weight).sum() / weight.sum()
+  np.testing.assert_allclose(float(losses.tagging_xent(logits, labels, weight)), want, rtol=1e-6)
+  one_hot = np.eye(5, dtype=np.float32)[[0, 3, 1, 4, 2, 2]]
+  log_softmax = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  want = (-(one_hot * log_softmax).sum(-1) * weight).sum() / weight.sum()
+  np.testing.assert_allclose(float(losses.tagging_xent(logits, one_hot, weight, multilabel=False)), want, rtol=1e-6)

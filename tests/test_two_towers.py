@@ -123,11 +123,13 @@ def test_train_mode_and_learnable_temperature():
   np.testing.assert_allclose(float(grads["log_temperature"][...]), want, rtol=1e-4)
 
 
-def test_sigmoid_loss_gets_siglip_temperature_and_bias():
-  sigmoid = models.build_model(_config(loss_kind="sigmoid"), rngs=nnx.Rngs(0))
+def test_logit_bias_model_gets_siglip_temperature_and_bias():
+  sigmoid = models.build_model(_config(loss_kind="sigmoid", logit_bias=True), rngs=nnx.Rngs(0))
   np.testing.assert_allclose(float(sigmoid.temperature()), 0.1, rtol=1e-6)  # SigLIP t' = log 10
   np.testing.assert_allclose(float(sigmoid.logit_bias[...]), -10.0)
   assert isinstance(sigmoid.log_temperature, nnx.Param)
+  # The model reads only config.model: the loss kind alone adds no bias.
+  assert models.build_model(_config(loss_kind="sigmoid"), rngs=nnx.Rngs(0)).logit_bias is None
 
 
 def test_registry_rejects_unknown_names():

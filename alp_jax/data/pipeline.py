@@ -11,6 +11,8 @@ its iterator state (`iterator.get_state()`) restores the exact next batches.
 Host batch (numpy), B = global batch / process count, S = crop_seconds * 16000, L = max_caption_tokens:
   audio int16 (B, S) | audio_mask bool (B, S) | caption_tokens int32 (B, L) | caption_mask bool (B, L)
   source int32 (B,) | clip_key int64 (B,) = source index * 2**40 + record index (identifies the clip)
+  with data.label_task: labels float32 (B, C) multi-hot | label_weight float32 (B,)
+`batch_spec` states this schema once (the trainer compiles against it).
 """
 from __future__ import annotations
 
@@ -167,6 +169,18 @@ class ExampleTransform(grain.transforms.RandomMap):
     state = dict(self.__dict__)
     state["_tokenizer"] = None
     return state
+
+
+def batch_spec(cfg, batch_size: int, num_classes: int = 0) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of a batch of `batch_size` rows as this pipeline produces it (module docstring)."""
+  samples = int(round(cfg.crop_seconds * SAMPLE_RATE))
+  tokens = cfg.max_caption_tokens
+  spec = {"audio": ((batch_size, samples), np.int16), "audio_mask": ((batch_size, samples), np.bool_),
+          "caption_tokens": ((batch_size, tokens), np.int32), "caption_mask": ((batch_size, tokens), np.bool_),
+          "source": ((batch_size,), np.int32), "clip_key": ((batch_size,), np.int64)}
+  if cfg.get("label_task"):
+    spec.update(labels=((batch_size, num_classes), np.float32), label_weight=((batch_size,), np.float32))
+  return spec
 
 
 def label_vocabulary(cfg) -> list[str]:

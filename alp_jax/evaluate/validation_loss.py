@@ -31,12 +31,11 @@ class ValidationLoss:
       raise ValueError(f"evaluator validation_loss: fewer clips than one batch of {config.batch_size} in "
                        f"{data_cfg.corpus_dir}")
     self.mesh = mesh
-    loss_cfg = config.loss
+    objective = objectives.get(config.loss)
 
     @jax.jit
     def evaluate(params, rest, batch):
-      model = nnx.merge(graphdef, params, rest)
-      _, metrics = objectives.compute_loss(model, batch, loss_cfg, train=False, rng=None, mesh=mesh)
+      _, metrics = objective.loss(nnx.merge(graphdef, params, rest), batch, train=False, rng=None, mesh=mesh)
       return metrics
 
     self._evaluate = evaluate

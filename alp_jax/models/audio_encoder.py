@@ -9,7 +9,7 @@ An output frame is valid if ANY of its input frames is valid (so a clip's last p
 kept); the features of invalid input frames are zeroed before stacking, so the padding after a
 clip never reaches the model and appending more padding changes nothing.
 
-Registry name "transformer" (alp_jax.models.AUDIO_ENCODERS). Another encoder (e.g. the study's
+Registry name "transformer" (alp_jax.models.encoders.AUDIO_ENCODERS). Another encoder (e.g. the study's
 Zipformer) is a new file with the same constructor `(cfg, *, rngs)` and the same call contract:
   __call__(features (B,T,M), frame_mask (B,T), *, deterministic, dropout_key, keep_layers)
     -> (frames (B,T',D), out_dict with "frames", "frame_mask", "pooled" (masked mean) ...)
@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
+from alp_jax.audio import frontend
 from alp_jax.models import layers, sizes
 
 
@@ -104,3 +105,27 @@ class TransformerAudioEncoder(nnx.Module):
     out_dict["frame_mask"] = mask
     out_dict["pooled"] = layers.masked_mean(frames.astype(jnp.float32), mask)  # (B,D)
     return frames, out_dict
+
+
+def encode_audio(audio_encoder: nnx.Module, frontend_cfg: ml_collections.ConfigDict,
+                 audio: jax.Array, audio_mask: jax.Array, *, train: bool = False,
+                 rngs: nnx.Rngs | None = None,
+                 keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Waveform (B,S) + mask -> log-mel (B,T,M) -> encoder frames (B,T',D) and the encoder's out_dict.
+
+  Every model runs its audio through this one function. With train=True and `rngs`, SpecAugment
+  uses stream "augment" and dropout stream "dropout". An encoder marked frozen
+  (`audio_encoder.frozen`, set by the trainer for a frozen audio encoder: alp_jax/train/freeze.py)
+  always runs in evaluation mode and its outputs carry no gradient.
+  """
+  frozen = getattr(audio_encoder, "frozen", False)
+  train = train and not frozen
+  features, frame_mask = frontend.log_mel(audio, audio_mask, frontend_cfg)  # (B,T,M)
+  dropout_key = None
+  if train and rngs is not None:
+    features = frontend.spec_augment(rngs.augment(), features, frame_mask,
+                                     frontend_cfg.spec_augment)
+    dropout_key = rngs.dropout()
+  outputs = audio_encoder(features, frame_mask, deterministic=not train,
+                          dropout_key=dropout_key, keep_layers=keep_layers)
+  return jax.lax.stop_gradient(outputs) if frozen else outputs

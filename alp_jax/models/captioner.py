@@ -18,9 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax import models
-from alp_jax.audio import frontend
-from alp_jax.models import audio_encoder, caption_decoder, decoding
+from alp_jax.models import audio_encoder, caption_decoder, decoding, encoders
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -33,37 +31,16 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-def encode_audio(audio_encoder_module: nnx.Module, frontend_cfg: ml_collections.ConfigDict,
-                 audio: jax.Array, audio_mask: jax.Array, *, train: bool = False,
-                 rngs: nnx.Rngs | None = None,
-                 keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Waveform (B,S) + mask -> encoder frames (B,T',D) and the encoder's out_dict (frame_mask ...).
-
-  With train=True and `rngs`, SpecAugment uses stream "augment" and dropout stream "dropout".
-  An encoder marked frozen (`audio_encoder_module.frozen`, set by the trainer for a frozen audio encoder:
-  alp_jax/train/freeze.py) always runs in evaluation mode and its outputs carry no gradient.
-  """
-  frozen = getattr(audio_encoder_module, "frozen", False)
-  train = train and not frozen
-  features, frame_mask = frontend.log_mel(audio, audio_mask, frontend_cfg)  # (B,T,M)
-  dropout_key = None
-  if train and rngs is not None:
-    features = frontend.spec_augment(rngs.augment(), features, frame_mask,
-                                     frontend_cfg.spec_augment)
-    dropout_key = rngs.dropout()
-  outputs = audio_encoder_module(features, frame_mask, deterministic=not train,
-                                 dropout_key=dropout_key, keep_layers=keep_layers)
-  return jax.lax.stop_gradient(outputs) if frozen else outputs
-
-
 class Captioner(nnx.Module):
   """Audio encoder + caption decoder cross-attending to its frames."""
 
+  capabilities = frozenset({encoders.AUDIO_ENCODER, encoders.CAPTION_DECODER})
+
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     model_cfg = config.model
-    models.check_frontend_matches_encoder(config)
+    encoders.check_frontend_matches_encoder(config)
     self.frontend_cfg = ml_collections.FrozenConfigDict(config.frontend)
-    self.audio_encoder = models.encoder_from_config(model_cfg.audio, rngs=rngs)
+    self.audio_encoder = encoders.encoder_from_config(model_cfg.audio, rngs=rngs)
     self.decoder = caption_decoder.decoder_from_config(
         model_cfg.decoder, vocab_size=model_cfg.vocab_size,
         audio_width=self.audio_encoder.output_dim, rngs=rngs)
@@ -72,8 +49,8 @@ class Captioner(nnx.Module):
                    rngs: nnx.Rngs | None = None,
                    keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Waveform (B,S) + mask -> encoder frames (B,T',D) and the encoder's out_dict."""
-    return encode_audio(self.audio_encoder, self.frontend_cfg, audio, audio_mask, train=train,
-                        rngs=rngs, keep_layers=keep_layers)
+    return audio_encoder.encode_audio(self.audio_encoder, self.frontend_cfg, audio, audio_mask,
+                                      train=train, rngs=rngs, keep_layers=keep_layers)
 
   def __call__(self, batch: dict[str, Any], *, train: bool = False, rngs: nnx.Rngs | None = None,
                parallel: jax.Array | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:

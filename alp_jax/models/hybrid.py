@@ -5,11 +5,10 @@ Dimension letters: B batch, S samples, T' encoder frames, D encoder width, E joi
 L caption tokens, V vocabulary.
 
 Registry name "hybrid". It composes a `TwoTowers` (audio encoder, text encoder, projection
-heads, temperature and, for a sigmoid loss, the logit bias) with a `CaptionDecoder` that
+heads, temperature and, with config.model.logit_bias, the logit bias) with a `CaptionDecoder` that
 cross-attends to the same audio frames, so the waveform is encoded once per step. config.model is
-the two-tower config plus a `decoder` entry (see `default_config`); config.loss.contrastive_kind
-("softmax" | "sigmoid" | "sigmoid_chunked") picks the contrastive loss, and with it whether the
-towers carry a logit bias.
+the two-tower config plus a `decoder` entry (see `default_config`); like every model it reads only
+config.model (config.model.logit_bias decides whether the towers carry a SigLIP logit bias).
 """
 from __future__ import annotations
 
@@ -20,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax.models import caption_decoder, heads, two_towers
+from alp_jax.models import caption_decoder, encoders, heads, two_towers
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -31,29 +30,21 @@ def default_config() -> ml_collections.ConfigDict:
   return cfg
 
 
-def contrastive_kind(loss_cfg: ml_collections.ConfigDict) -> str:
-  """The contrastive loss of a hybrid objective: "softmax" | "sigmoid" | "sigmoid_chunked"."""
-  kind = loss_cfg.get("contrastive_kind", "softmax")
-  if kind not in ("softmax", "sigmoid", "sigmoid_chunked"):
-    raise ValueError(f"config.loss.contrastive_kind must be softmax | sigmoid | sigmoid_chunked, "
-                     f"got {kind!r}")
-  return kind
-
-
 class Hybrid(nnx.Module):
   """TwoTowers + CaptionDecoder sharing the audio encoder."""
 
+  capabilities = frozenset({encoders.AUDIO_ENCODER, encoders.TEXT_TOWER, encoders.CAPTION_DECODER})
+
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
-    towers_config = ml_collections.ConfigDict(config.to_dict())
-    # TwoTowers adds a learnable logit bias exactly when its config.loss.kind is "sigmoid".
-    kind = contrastive_kind(config.get("loss", ml_collections.ConfigDict()))
-    if "loss" not in towers_config:
-      towers_config.loss = ml_collections.ConfigDict()
-    towers_config.loss.kind = "softmax" if kind == "softmax" else "sigmoid"
-    self.towers = two_towers.TwoTowers(towers_config, rngs=rngs)
+    self.towers = two_towers.TwoTowers(config, rngs=rngs)
     self.decoder = caption_decoder.decoder_from_config(
         config.model.decoder, vocab_size=config.model.vocab_size,
         audio_width=self.towers.audio_encoder.output_dim, rngs=rngs)
+
+  @property
+  def audio_encoder(self) -> nnx.Module:
+    """The shared audio encoder (it lives in the towers), as on every model."""
+    return self.towers.audio_encoder
 
   def temperature(self) -> jax.Array:
     """The contrastive temperature (float32 scalar), as `TwoTowers.temperature`."""
@@ -61,7 +52,7 @@ class Hybrid(nnx.Module):
 
   @property
   def logit_bias(self) -> nnx.Param | None:
-    """The sigmoid loss's logit bias parameter (None for a softmax loss), as on TwoTowers."""
+    """The towers' logit bias parameter (None unless config.model.logit_bias), as on TwoTowers."""
     return self.towers.logit_bias
 
   def __call__(self, batch: dict[str, Any], *, train: bool = False, rngs: nnx.Rngs | None = None,
@@ -69,8 +60,8 @@ class Hybrid(nnx.Module):
                ) -> tuple[tuple[tuple[jax.Array, jax.Array], jax.Array], dict[str, jax.Array]]:
     """A batch -> (((audio_embedding, text_embedding), logits), out_dict).
 
-    out_dict holds the two-tower entries (audio_embedding, text_embedding, temperature, bias for a
-    sigmoid loss, audio_frames, audio_frame_mask, audio_pooled) and the captioner entries (logits,
+    out_dict holds the two-tower entries (audio_embedding, text_embedding, temperature, bias with a
+    logit bias, audio_frames, audio_frame_mask, audio_pooled) and the captioner entries (logits,
     caption_target_mask, parallel). `parallel` (B,) as in `Captioner.__call__`.
     """
     towers = self.towers

@@ -17,9 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax import models
-from alp_jax.models import audio_encoder, layers
-from alp_jax.models.captioner import encode_audio
+from alp_jax.models import audio_encoder, encoders, layers
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -32,14 +30,17 @@ def default_config() -> ml_collections.ConfigDict:
 
 
 class Tagger(nnx.Module):
+  """Audio encoder, masked mean pooling and a linear classifier over config.model.num_classes."""
+
+  capabilities = frozenset({encoders.AUDIO_ENCODER, encoders.CLASSIFIER})
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     model_cfg = config.model
     if model_cfg.num_classes < 1:
       raise ValueError("config.model.num_classes must be >= 1 (set data.label_task to a task in labels.json)")
-    models.check_frontend_matches_encoder(config)
+    encoders.check_frontend_matches_encoder(config)
     self.frontend_cfg = ml_collections.FrozenConfigDict(config.frontend)
-    self.audio_encoder = models.encoder_from_config(model_cfg.audio, rngs=rngs)
+    self.audio_encoder = encoders.encoder_from_config(model_cfg.audio, rngs=rngs)
     width = self.audio_encoder.output_dim
     self.classifier_kernel = layers.partitioned_param(rngs, layers.dense_init, ("embed", None),
                                                       (width, model_cfg.num_classes), jnp.float32)
@@ -47,8 +48,8 @@ class Tagger(nnx.Module):
 
   def __call__(self, batch: dict[str, Any], *, train: bool = False,
                rngs: nnx.Rngs | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-    frames, out_dict = encode_audio(self.audio_encoder, self.frontend_cfg, batch["audio"], batch["audio_mask"],
-                                    train=train, rngs=rngs)
+    frames, out_dict = audio_encoder.encode_audio(self.audio_encoder, self.frontend_cfg, batch["audio"],
+                                                  batch["audio_mask"], train=train, rngs=rngs)
     pooled = layers.masked_mean(frames.astype(jnp.float32), out_dict["frame_mask"])  # (B,D)
     logits = jnp.einsum("bd,dc->bc", pooled, self.classifier_kernel[...]) + self.classifier_bias[...]  # (B,C)
     return logits, {"logits": logits, "audio_pooled": pooled, "audio_frames": frames,

@@ -1,14 +1,16 @@
 """Two-tower contrastive model (CLAP-style): waveform -> log-mel -> audio encoder -> head, and
-caption tokens -> text encoder -> head, with a temperature and (sigmoid loss) a logit bias.
+caption tokens -> text encoder -> head, with a temperature and (sigmoid losses) a logit bias.
 
 Dimension letters: B batch, S samples, T log-mel frames, T' encoder frames, M mel bins,
 L caption tokens, D encoder width, E joint embedding width.
 
-Registry name "two_towers". Reads config.model (see `default_config`), config.frontend
-(alp_jax.audio.frontend.default_frontend_config) and config.loss.kind ("softmax" | "sigmoid").
+Registry name "two_towers". Reads config.model (see `default_config`) and config.frontend
+(alp_jax.audio.frontend.default_frontend_config); never the loss config: whether the towers carry
+a logit bias is the model's own field `logit_bias` (the sigmoid objectives check that it is set).
 Temperature: logits = a.t / temperature (alp_jax.losses convention).
-  softmax: fixed 0.07 (study) or learnable, stored as log(temperature), init 0.07.
-  sigmoid: SigLIP init t' = log 10, b = -10, i.e. temperature 0.1 and bias -10, learnable.
+  logit_bias False: temperature fixed 0.07 (study) or learnable, stored as log(temperature).
+  logit_bias True:  SigLIP init from cfg.sigmoid: t' = log 10, b = -10, i.e. temperature 0.1 and
+                    bias -10, learnable.
 """
 from __future__ import annotations
 
@@ -20,8 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax import models
-from alp_jax.models import audio_encoder, captioner, heads, sizes, text_encoder
+from alp_jax.models import audio_encoder, encoders, heads, sizes, text_encoder
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -35,7 +36,8 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.temperature = ml_collections.ConfigDict()
   cfg.temperature.init = 0.07  # study: 0.07 (softmax loss)
   cfg.temperature.learnable = False  # study: fixed; ours: option (CLIP-style log-parameterised)
-  cfg.sigmoid = ml_collections.ConfigDict()  # used when config.loss.kind == "sigmoid"
+  cfg.logit_bias = False  # True for the sigmoid (SigLIP) losses: a learnable bias, init from cfg.sigmoid
+  cfg.sigmoid = ml_collections.ConfigDict()  # temperature and bias init when logit_bias is True
   cfg.sigmoid.temperature_init = 0.1  # SigLIP: t' = log 10
   cfg.sigmoid.bias_init = -10.0  # SigLIP: b = -10
   cfg.sigmoid.learnable = True
@@ -49,15 +51,17 @@ def _frozen(cfg: ml_collections.ConfigDict) -> ml_collections.FrozenConfigDict:
 class TwoTowers(nnx.Module):
   """Audio tower and text tower meeting in a joint, L2-normalised embedding space."""
 
+  capabilities = frozenset({encoders.AUDIO_ENCODER, encoders.TEXT_TOWER})
+
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     model_cfg = config.model
-    models.check_frontend_matches_encoder(config)
+    encoders.check_frontend_matches_encoder(config)
     self.frontend_cfg = _frozen(config.frontend)
     self.audio_pooling = model_cfg.head.audio_pooling
     if self.audio_pooling not in heads.AUDIO_POOLINGS:
       raise ValueError(f"unknown audio_pooling {self.audio_pooling!r}; "
                        f"choose from {heads.AUDIO_POOLINGS}")
-    self.audio_encoder = models.encoder_from_config(model_cfg.audio, rngs=rngs)
+    self.audio_encoder = encoders.encoder_from_config(model_cfg.audio, rngs=rngs)
     self.text_encoder = text_encoder.TextEncoder(model_cfg.text, vocab_size=model_cfg.vocab_size,
                                                  rngs=rngs)
     self.audio_head = heads.ProjectionHead(self.audio_encoder.output_dim, model_cfg.head,
@@ -65,8 +69,7 @@ class TwoTowers(nnx.Module):
                                            dtype=sizes.compute_dtype(model_cfg.audio.dtype))
     self.text_head = heads.ProjectionHead(self.text_encoder.output_dim, model_cfg.head, rngs=rngs,
                                           dtype=sizes.compute_dtype(model_cfg.text.dtype))
-    loss_kind = config.loss.get("kind", "softmax") if "loss" in config else "softmax"
-    if loss_kind in ("sigmoid", "sigmoid_chunked"):
+    if model_cfg.get("logit_bias", False):
       init, learnable = model_cfg.sigmoid.temperature_init, model_cfg.sigmoid.learnable
       self.logit_bias = nnx.Param(jnp.asarray(model_cfg.sigmoid.bias_init, jnp.float32))
     else:
@@ -91,8 +94,8 @@ class TwoTowers(nnx.Module):
 
     A frozen encoder (`self.audio_encoder.frozen`, alp_jax/train/freeze.py) runs in evaluation mode.
     """
-    return captioner.encode_audio(self.audio_encoder, self.frontend_cfg, audio, audio_mask, train=train,
-                                  rngs=rngs, keep_layers=keep_layers)
+    return audio_encoder.encode_audio(self.audio_encoder, self.frontend_cfg, audio, audio_mask,
+                                      train=train, rngs=rngs, keep_layers=keep_layers)
 
   def embed_audio(self, audio: jax.Array,
                   audio_mask: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:

@@ -1,17 +1,20 @@
 """The update step: one pure function of (train state, global batch), jitted once with the state donated.
 
-Gradient accumulation (config.grad_accum_steps = k) is exact for every objective:
+The objective comes from the objective table (alp_jax/objectives.py); this file never branches on its name.
+Gradient accumulation (config.grad_accum_steps = k) is exact for every objective, term by term:
 - Micro-batches are strided (rows j, j+k, j+2k, ...) so each stays evenly sharded over the batch axes.
-- Captioning: caption cross-entropy is a token-weighted mean; each micro-batch contributes
-  caption_sum_j / (token count of the WHOLE batch), whose gradients add up to the full-batch gradient.
-- Contrastive (softmax / sigmoid / chunked): plain accumulation would change the objective (fewer negatives).
-  We use the two-pass embedding cache (GradCache): pass 1 embeds every micro-batch without gradients; the loss
-  and its gradient w.r.t. the (k*b, E) embeddings are computed on the full batch; pass 2 re-embeds each
-  micro-batch with the same RNG and back-propagates the cached embedding gradients:
+- Mean terms (caption tokens, labelled clips for tagging): each micro-batch contributes its sum divided by the
+  WHOLE batch's count (Objective.counts, computed before any forward pass); the gradients add up to the
+  full-batch gradient.
+- The contrastive term: plain accumulation would change the objective (fewer negatives). We use the two-pass
+  embedding cache (GradCache): pass 1 embeds every micro-batch without gradients; the loss and its gradient
+  w.r.t. the (k*b, E) embeddings are computed on the full batch; pass 2 re-embeds each micro-batch with the same
+  RNG and back-propagates the cached embedding gradients:
       grad = sum_j d/dparams [ <g_A_j, A_j(params)> + <g_T_j, T_j(params)> ] + d/dparams L(sg A, sg T; temperature)
   which equals the gradient of the loss on one large batch, at the memory of one micro-batch.
-- Hybrid: both of the above in the same pass 2.
-The same micro-batch RNG is used in both passes, so SpecAugment/dropout draw identically.
+- Several terms (hybrid): both of the above in the same pass 2, each with its weight.
+The same micro-batch RNG is used in both passes, so SpecAugment/dropout draw identically; row modes (parallel /
+autoregressive caption rows) are drawn once for the whole batch in both the k=1 and the k>1 paths.
 
 Frozen parameter groups (config.optimizer.frozen, train/freeze.py): gradients are taken w.r.t. the trainable
 leaves only (no backward pass through a wholly frozen encoder) and frozen leaves keep their exact values.
@@ -49,50 +52,37 @@ def _merge_micro(x: jax.Array) -> jax.Array:
   return jnp.swapaxes(x, 0, 1).reshape((k * b,) + x.shape[2:])
 
 
-def _contrastive_from_embeddings(model, audio_emb, text_emb, loss_cfg, mesh):
-  out = {"audio_embedding": audio_emb, "text_embedding": text_emb, "temperature": model.temperature()}
-  bias = getattr(model, "logit_bias", None)
-  if bias is not None:
-    out["bias"] = bias.value
-  kind = objectives.contrastive_loss_kind(loss_cfg)
-  return objectives.contrastive_loss_from_outputs(kind, out, loss_cfg, mesh)
-
-
-def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: int, mesh, frozen_mask=None):
+def accumulated_loss_and_grads(graphdef, params, rest, batch, objective: objectives.Objective, rng, k: int, mesh,
+                               frozen_mask=None):
   """Exact full-batch loss and gradients from k micro-batches (see module docstring); frozen_mask as in
   freeze.value_and_grad (None: every parameter trains)."""
-  if objectives.loss_kind(loss_cfg) == "tagging":
-    raise ValueError("grad_accum_steps > 1 is not implemented for the tagging objective; use 1")
-  contrastive_kind = objectives.contrastive_loss_kind(loss_cfg)
-  has_caption = objectives.has_caption_loss(loss_cfg)
+  contrastive = objective.contrastive
   batch_size = batch["audio"].shape[0]
   parallel_rng, micro_rng = jax.random.split(rng)
   model = nnx.merge(graphdef, params, rest)
   parallel = None
-  total_count = jnp.zeros((), jnp.float32)
-  if has_caption:
-    parallel = objectives.draw_parallel(parallel_rng, batch_size, loss_cfg.get("parallel_fraction", 0.0))
-    total_count = objectives.caption_target_count(model, batch, parallel)
+  if objective.draws_parallel:
+    parallel = objectives.draw_parallel(parallel_rng, batch_size, objective.parallel_fraction)
+  counts = objective.counts(model, batch, parallel)  # whole-batch units of every mean term
+  if parallel is not None:
     batch = dict(batch, parallel=parallel)
   micro = _split_micro(batch, k, mesh)
   micro_rngs = jax.random.split(micro_rng, k)
-  kind = objectives.loss_kind(loss_cfg)
-  w_contrastive = loss_cfg.get("contrastive_weight", 1.0) if kind == "hybrid" else 1.0
-  w_caption = loss_cfg.get("caption_weight", 1.0) if kind == "hybrid" else 1.0
 
   def forward(p, mb, key):
-    m = nnx.merge(graphdef, p, rest)
     mb = dict(mb)
     par = mb.pop("parallel", None)
-    terms, metrics, out = objectives.loss_terms_with_outputs(m, mb, loss_cfg, train=True, rng=key, parallel=par,
-                                                             mesh=mesh, contrastive=False)
-    return terms, metrics, out
+    return objective.terms_and_metrics(nnx.merge(graphdef, p, rest), mb, train=True, rng=key, parallel=par,
+                                       mesh=mesh, contrastive=False)
 
-  # Pass 1: embeddings of every micro-batch, no gradients.
-  contrastive_loss = jnp.zeros((), jnp.float32)
+  # Pass 1: embeddings of every micro-batch, no gradients; the contrastive loss on the whole batch.
+  values: dict = {}
   grads = jax.tree.map(jnp.zeros_like, params)
-  g_audio = g_text = None
-  if contrastive_kind is not None:
+  zeros_e = jnp.zeros((k, batch_size // k, 1), jnp.float32)
+  g_audio = g_text = zeros_e
+  if contrastive is not None:
+    name, term, weight = contrastive
+
     def embed(_, xs):
       mb, key = xs
       _, _, out = forward(params, mb, key)
@@ -101,53 +91,49 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k: 
     audio_all, text_all = _merge_micro(audio_embs), _merge_micro(text_embs)
 
     def full_loss(p, a, t):
-      return _contrastive_from_embeddings(nnx.merge(graphdef, p, rest), a, t, loss_cfg, mesh)
-    contrastive_loss, (g_params, g_audio, g_text) = freeze.value_and_grad(
+      m = nnx.merge(graphdef, p, rest)
+      bias = getattr(m, "logit_bias", None)
+      return term.value(a, t, m.temperature(), None if bias is None else bias[...], mesh)
+    values[name], (g_params, g_audio, g_text) = freeze.value_and_grad(
         full_loss, params, frozen_mask, jax.lax.stop_gradient(audio_all), jax.lax.stop_gradient(text_all),
         argnums_extra=True)
-    grads = jax.tree.map(lambda g: w_contrastive * g, g_params)
+    grads = jax.tree.map(lambda g: weight * g, g_params)
     g_audio = _split_micro({"a": g_audio}, k, mesh)["a"]
     g_text = _split_micro({"t": g_text}, k, mesh)["t"]
 
   # Pass 2: per micro-batch surrogate whose gradients sum to the full-batch gradient.
   def backward(carry, xs):
-    acc, caption_sum = carry
+    acc, sums = carry
     mb, key, ga, gt = xs
 
     def surrogate(p):
-      terms, metrics, out = forward(p, mb, key)
+      micro_values, metrics, out = forward(p, mb, key)
       value = jnp.zeros((), jnp.float32)
-      if contrastive_kind is not None:
-        value += w_contrastive * (jnp.sum(ga * out["audio_embedding"]) + jnp.sum(gt * out["text_embedding"]))
-      if has_caption:
-        value += w_caption * terms["caption_sum"] / jnp.maximum(total_count, 1.0)
-      return value, (terms, metrics)
+      if contrastive is not None:
+        value += contrastive[2] * (jnp.sum(ga * out["audio_embedding"]) + jnp.sum(gt * out["text_embedding"]))
+      for name, _, weight in objective.mean_terms:
+        value += weight * micro_values[name][0] / jnp.maximum(counts[name], 1.0)
+      return value, ({name: micro_values[name][0] for name, _, _ in objective.mean_terms}, metrics)
 
-    (_, (terms, metrics)), g = freeze.value_and_grad(surrogate, params, frozen_mask, has_aux=True)
+    (_, (micro_sums, metrics)), g = freeze.value_and_grad(surrogate, params, frozen_mask, has_aux=True)
     acc = jax.tree.map(jnp.add, acc, g)
-    return (acc, caption_sum + terms["caption_sum"]), metrics
+    return (acc, jax.tree.map(jnp.add, sums, micro_sums)), metrics
 
-  zeros_e = jnp.zeros((k, batch_size // k, 1), jnp.float32)
-  xs = (micro, micro_rngs, g_audio if g_audio is not None else zeros_e, g_text if g_text is not None else zeros_e)
-  (grads, caption_sum), metrics = jax.lax.scan(backward, (grads, jnp.zeros((), jnp.float32)), xs)
+  zero_sums = {name: jnp.zeros((), jnp.float32) for name, _, _ in objective.mean_terms}
+  (grads, sums), metrics = jax.lax.scan(backward, (grads, zero_sums), (micro, micro_rngs, g_audio, g_text))
   metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
-  caption_loss = caption_sum / jnp.maximum(total_count, 1.0)
-  if kind == "hybrid":
-    loss = w_contrastive * contrastive_loss + w_caption * caption_loss
-  elif has_caption:
-    loss = caption_loss
-  else:
-    loss = contrastive_loss
-  if contrastive_kind is not None:
-    metrics["contrastive_loss"] = contrastive_loss
-  if has_caption:
-    metrics["caption_loss"] = caption_loss
+  for name, _, _ in objective.mean_terms:
+    values[name] = (sums[name], counts[name])
+    metrics[f"{name}_loss"] = sums[name] / jnp.maximum(counts[name], 1.0)
+  if contrastive is not None:
+    metrics[f"{contrastive[0]}_loss"] = values[contrastive[0]]
+  loss = objective.combine(values)
   metrics["loss"] = loss
   return loss, metrics, grads
 
 
 def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config, mesh, shardings):
-  loss_cfg = config.loss
+  objective = objectives.get(config.loss)
   k = int(config.get("grad_accum_steps", 1) or 1)
   frozen = freeze.names(config.optimizer.get("frozen", ()))
 
@@ -163,17 +149,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
       # Row modes drawn exactly as in the accumulated path, so both give the same gradients.
       parallel_rng, model_rng = jax.random.split(rng)
       parallel = None
-      if objectives.has_caption_loss(loss_cfg):
-        parallel = objectives.draw_parallel(parallel_rng, batch["audio"].shape[0],
-                                            loss_cfg.get("parallel_fraction", 0.0))
+      if objective.draws_parallel:
+        parallel = objectives.draw_parallel(parallel_rng, batch["audio"].shape[0], objective.parallel_fraction)
 
       def loss_fn(p):
-        model = nnx.merge(graphdef, p, rest)
-        return objectives.compute_loss(model, batch, loss_cfg, train=True, rng=model_rng, parallel=parallel,
-                                       mesh=mesh)
+        return objective.loss(nnx.merge(graphdef, p, rest), batch, train=True, rng=model_rng, parallel=parallel,
+                              mesh=mesh)
       (loss, metrics), grads = freeze.value_and_grad(loss_fn, params, frozen_mask, has_aux=True)
     else:
-      loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, loss_cfg, rng, k, mesh,
+      loss, metrics, grads = accumulated_loss_and_grads(graphdef, params, rest, batch, objective, rng, k, mesh,
                                                         frozen_mask)
     grad_norm = optax.global_norm(grads)
     updates, new_opt_state = tx.update(grads, state["opt_state"], params)

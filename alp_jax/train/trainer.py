@@ -24,6 +24,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from alp_jax import models
+from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
 from alp_jax.data import pipeline
 from alp_jax.data import tokenizer as tokenizer_lib
@@ -64,16 +66,17 @@ def resolve_vocab(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
   return tok
 
 
-def abstract_batch(config, mesh):
-  b = config.batch_size
-  s = int(round(config.data.crop_seconds * pipeline.SAMPLE_RATE))
-  length = config.data.max_caption_tokens
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the step compiles against: the pipeline's schema, sharded over the batch axes."""
   sharding = sharding_lib.batch_sharding(mesh)
-  shapes = dict(audio=((b, s), jnp.int16), audio_mask=((b, s), jnp.bool_), caption_tokens=((b, length), jnp.int32),
-                caption_mask=((b, length), jnp.bool_), source=((b,), jnp.int32), clip_key=((b,), jnp.int64))
-  if config.data.get("label_task"):
-    shapes.update(labels=((b, config.model.num_classes), jnp.float32), label_weight=((b,), jnp.float32))
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in shapes.items()}
+  spec = pipeline.batch_spec(config.data, config.batch_size, config.model.get("num_classes", 0))
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in spec.items()}
+
+
+def scanned_parts(model_cfg: ml_collections.ConfigDict) -> list[str]:
+  """Sub-configs of config.model (towers, decoder ...) that compile their layers as one scanned layer."""
+  return [name for name, part in model_cfg.items()
+          if isinstance(part, ml_collections.ConfigDict) and part.get("scan_layers")]
 
 
 class _Preemption:
@@ -111,10 +114,12 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
                                      process_count=process_count)
 
   # --- Model, optimizer, shardings.
-  scanned = [k for k in ("audio", "text", "decoder") if k in config.model and config.model[k].get("scan_layers")]
+  scanned = scanned_parts(config.model)
   if scanned and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
     _log(f"[train] warning: scan_layers on {scanned} with {mesh.size} CPU devices: jaxlib 0.10.2's CPU "
          f"collectives inside scanned layers can deadlock (observed here); set scan_layers=False on CPU meshes")
+  objective = objectives.get(config.loss)
+  objective.check(models.MODELS.get(config.model.name), tuple(abstract_batch(config, mesh)), model_cfg=config.model)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
   graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
   problems = sharding_lib.sharding_report(abstract["params"], shardings["params"], mesh, config.mesh.rules,
