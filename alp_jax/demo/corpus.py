@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from alp_jax import sysdeps
-from alp_jax.data import demo_captions
-from alp_jax.data import demo_synth
 from alp_jax.data import report
+from alp_jax.demo import captions as demo_captions
+from alp_jax.demo import synth as demo_synth
+from alp_jax.demo import sysdeps
 
 DEFAULT_CLIPS = 1000
 DEFAULT_CLIP_SECONDS = 4.0

@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _banner(text: str) -> None:
@@ -32,8 +32,9 @@ def _banner(text: str) -> None:
 
 
 def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
-  from alp_jax import sysdeps
-  from alp_jax.data import benchmark, demo_corpus, pipeline
+  from alp_jax.data import benchmark, pipeline
+  from alp_jax.demo import corpus as demo_corpus
+  from alp_jax.demo import sysdeps
   from alp_jax.data import tokenizer as tokenizer_lib
   corpus_dir = out / "corpus"
   _banner("1/4 demo corpus: synthesise, prepare, tokenizer")
@@ -97,7 +98,7 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
 def stage_evaluate(out: Path) -> dict:
   from alp_jax import AudioEncoder
   from alp_jax.data import leakage
-  from alp_jax.evaluate import demo_tasks
+  from alp_jax.demo import tasks as demo_tasks
   _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init)")
   t0 = time.monotonic()
   corpus_dir = out / "corpus"

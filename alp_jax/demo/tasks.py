@@ -1,6 +1,6 @@
 """The demo's probe tasks, rendered fresh, and a side-by-side comparison of encoders on them.
 
-  python -m alp_jax.evaluate.demo_tasks --out DIR [--corpus CORPUS_DIR] [--clips-per-task N] [--seed 1000]
+  python -m alp_jax.demo.tasks --out DIR [--corpus CORPUS_DIR] [--clips-per-task N] [--seed 1000]
 
 Renders a new set of short clips with the demo synthesisers (espeak-ng, sox, fluidsynth) from a seed that
 the pretraining corpus does not use (its default is 0), and writes five task folders that share the clips:
@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alp_jax.data import demo_synth
+from alp_jax.demo import synth as demo_synth
 
 DEFAULT_CLIPS_PER_TASK = 48       # per domain: 3 x 48 = 144 clips of 2-3 s
 DEFAULT_SEED = 1000
@@ -148,7 +148,7 @@ def _write_task(task_dir: Path, splits: dict[str, list[tuple[str, str]]]) -> Non
 def _write_caption_task(task_dir: Path, clips: list[dict], splits: dict[str, list[tuple[str, str]]], seed: int) -> None:
   """The caption task over the same clips (the domain task's split): captions written by the demo corpus's
   captioner from each clip's attributes (seeded per clip), 3-5 per clip."""
-  from alp_jax.data import demo_captions
+  from alp_jax.demo import captions as demo_captions
   by_file = {c["file"]: c for c in clips}
   task_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():
@@ -231,7 +231,7 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
   (module docstring); the build file records the check. -> {task name: task folder}. Needs espeak-ng, sox,
   fluidsynth and the TimGM6mb soundfont.
   """
-  from alp_jax import sysdeps
+  from alp_jax.demo import sysdeps
   from alp_jax.data import prepare as prepare_lib
   out_dir = Path(out_dir).absolute()
   corpus_id = None
@@ -357,8 +357,8 @@ def print_comparison(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from alp_jax import sysdeps
-  parser = argparse.ArgumentParser(prog="python -m alp_jax.evaluate.demo_tasks", description=__doc__,
+  from alp_jax.demo import sysdeps
+  parser = argparse.ArgumentParser(prog="python -m alp_jax.demo.tasks", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True)
   parser.add_argument("--corpus", help="prepared pretraining corpus: re-draw any clip that duplicates one of its clips")
