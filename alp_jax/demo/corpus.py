@@ -2,6 +2,8 @@
 
   python -m alp_jax.data.demo_corpus --out DIR [--clips N] [--seed S] [--workers W] [--clip-seconds X]
 
+(`alp_jax.data.demo_corpus` is the public name of this command: `python -m alp_jax.demo.corpus` is the same.)
+
 Needs the system programs espeak-ng, sox and fluidsynth and the TimGM6mb soundfont
 (`bash launch/install_system_packages.sh`); without them it says what to install and exits 2.
 
