@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alp_jax.data import prepare
 from alp_jax.data import report
 from alp_jax.demo import captions as demo_captions
 from alp_jax.demo import synth as demo_synth
@@ -241,7 +242,6 @@ def build(out_dir, *, num_clips: int = DEFAULT_CLIPS, seed: int = 0, clip_second
     for f in failed[:5]:
       print(f"  failed: {f['id']}: {f['error'][:300]}")
   if run_prepare:
-    from alp_jax.data import prepare  # imported here: the raw part needs none of prepare's dependencies
     paths = [str(m) for m in manifests]
     try:  # the same manifests as last time reuse the prepared corpus
       result["corpus"] = prepare.prepare(paths, out, workers=workers, quiet=quiet)
