@@ -17,7 +17,7 @@ def pytest_configure(config):
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory):
   """A small demo corpus, built, prepared and tokenized once per test session."""
-  from alp_jax.data import demo_corpus
+  from alp_jax.demo import corpus as demo_corpus
   from alp_jax.data import tokenizer
   out = tmp_path_factory.mktemp("demo_corpus")
   demo_corpus.build(out, num_clips=48, seed=0, clip_seconds=2.0, workers=2, quiet=True)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from alp_jax import sysdeps
-from alp_jax.data import demo_corpus
-from alp_jax.data import demo_synth
+from alp_jax.demo import corpus as demo_corpus
+from alp_jax.demo import synth as demo_synth
+from alp_jax.demo import sysdeps
 
 NUM_CLIPS, CLIP_SECONDS = 24, 1.5
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]

@@ -102,8 +102,10 @@ def test_missing_task_file_is_a_clear_error(tmp_path, encoder_dir, capsys):
 
 
 def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path, encoder_dir):
-  from alp_jax import encoder_api, sysdeps
-  from alp_jax.evaluate import demo_tasks, tasks
+  from alp_jax import encoder_api
+  from alp_jax.demo import sysdeps
+  from alp_jax.demo import tasks as demo_tasks
+  from alp_jax.evaluate import tasks
   try:
     task_dirs = demo_tasks.build_demo_tasks(tmp_path / "demo", clips_per_task=12, seed=1000, quiet=True)
   except sysdeps.MissingSystemPackage as e:

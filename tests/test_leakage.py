@@ -211,8 +211,8 @@ def test_fingerprint_is_gain_invariant():
 
 
 def test_demo_task_sentences_are_held_out_and_sound_types_not_steady():
-  from alp_jax.data import demo_synth
-  from alp_jax.evaluate import demo_tasks
+  from alp_jax.demo import synth as demo_synth
+  from alp_jax.demo import tasks as demo_tasks
   for speaker in demo_tasks.SPEAKERS:
     held_out = demo_tasks.EVAL_SENTENCES[speaker.language]
     assert held_out and not set(held_out) & set(demo_synth.SENTENCES[speaker.language])
@@ -224,9 +224,9 @@ def test_demo_task_sentences_are_held_out_and_sound_types_not_steady():
 def test_demo_task_builder_draws_again_clips_that_duplicate_the_corpus(tmp_path):
   """A corpus holding an exact copy and a -6 dB copy of two first-draw task clips: a build without the corpus
   leaks them (the check sees them), a build with it draws those two again, and its tasks come out clean."""
-  from alp_jax import sysdeps
-  from alp_jax.data import demo_synth
-  from alp_jax.evaluate import demo_tasks
+  from alp_jax.demo import synth as demo_synth
+  from alp_jax.demo import sysdeps
+  from alp_jax.demo import tasks as demo_tasks
   clips = {c["file"]: c for c in demo_tasks.plan(6, 1000)}
   copies = {"audio/speech-0000.wav": ("exact", 0.0), "audio/sound-0001.wav": ("near", -6.0)}
   records = []

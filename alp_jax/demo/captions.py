@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from alp_jax.data import demo_synth as ds
+from alp_jax.demo import synth as ds
 
 
 def _pick(rng: np.random.Generator, options: Sequence):

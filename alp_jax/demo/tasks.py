@@ -1,6 +1,6 @@
 """The demo's probe tasks, rendered fresh, and a side-by-side comparison of encoders on them.
 
-  python -m alp_jax.evaluate.demo_tasks --out DIR [--corpus CORPUS_DIR] [--clips-per-task N] [--seed 1000]
+  python -m alp_jax.demo.tasks --out DIR [--corpus CORPUS_DIR] [--clips-per-task N] [--seed 1000]
 
 Renders a new set of short clips with the demo synthesisers (espeak-ng, sox, fluidsynth) from a seed that
 the pretraining corpus does not use (its default is 0), and writes five task folders that share the clips:
@@ -36,7 +36,15 @@ from pathlib import Path
 
 import numpy as np
 
-from alp_jax.data import demo_synth
+from alp_jax.data import leakage
+from alp_jax.data import prepare as prepare_lib
+from alp_jax.demo import captions as demo_captions
+from alp_jax.demo import synth as demo_synth
+from alp_jax.demo import sysdeps
+from alp_jax.evaluate import captioning
+from alp_jax.evaluate import probe as probe_lib
+from alp_jax.evaluate import retrieval
+from alp_jax.evaluate import zero_shot
 
 DEFAULT_CLIPS_PER_TASK = 48       # per domain: 3 x 48 = 144 clips of 2-3 s
 DEFAULT_SEED = 1000
@@ -148,7 +156,6 @@ def _write_task(task_dir: Path, splits: dict[str, list[tuple[str, str]]]) -> Non
 def _write_caption_task(task_dir: Path, clips: list[dict], splits: dict[str, list[tuple[str, str]]], seed: int) -> None:
   """The caption task over the same clips (the domain task's split): captions written by the demo corpus's
   captioner from each clip's attributes (seeded per clip), 3-5 per clip."""
-  from alp_jax.data import demo_captions
   by_file = {c["file"]: c for c in clips}
   task_dir.mkdir(parents=True, exist_ok=True)
   for split, rows in splits.items():
@@ -175,7 +182,6 @@ def _render_all(clips: list[dict], out_dir: Path, workers: int, quiet: bool, wha
 def _replace_leaked(clips: list[dict], out_dir: Path, corpus, seed: int, workers: int, quiet: bool) -> dict:
   """Checks every clip against the corpus and re-draws (next attempt of its slot) every exact or near
   duplicate until none is left. Changes `clips` in place; -> the check's record for the build file."""
-  from alp_jax.data import leakage
   t0 = time.monotonic()
   replaced: list[dict] = []
   pending = list(range(len(clips)))
@@ -231,8 +237,6 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
   (module docstring); the build file records the check. -> {task name: task folder}. Needs espeak-ng, sox,
   fluidsynth and the TimGM6mb soundfont.
   """
-  from alp_jax import sysdeps
-  from alp_jax.data import prepare as prepare_lib
   out_dir = Path(out_dir).absolute()
   corpus_id = None
   if corpus_dir is not None:
@@ -254,7 +258,6 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
     _render_all(clips, out_dir, workers, quiet, "clips")
     if corpus_dir is not None:
       if corpus is None:
-        from alp_jax.data import leakage
         corpus = leakage.read_corpus_audio(corpus_dir, quiet=quiet)
       check = _replace_leaked(clips, out_dir, corpus, seed, workers, quiet)
     attempts = {c["file"]: c["attempt"] for c in clips if c["attempt"]}
@@ -301,8 +304,6 @@ def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "atte
   cache_dir: embeddings cache (alp_jax.evaluate.embed), shared by an exported encoder and its run's own encoder
   (same fingerprint), so each clip is encoded once per set of weights.
   """
-  from alp_jax.evaluate import probe as probe_lib
-  from alp_jax.evaluate import zero_shot
   config = config or probe_lib.ProbeConfig()
   task_dirs = list(task_dirs.values()) if isinstance(task_dirs, dict) else list(task_dirs)
   rows: dict[tuple[str, str], dict] = {}
@@ -330,7 +331,6 @@ def compare_text_side(runs: dict, caption_task_dir, *, beam_sizes: tuple[int, ..
   """Retrieval and captioning of every run (name -> RunModel) on a caption task, by what each run has.
 
   -> rows as `compare` returns, all metrics (SHOWN_TEXT_METRICS are the ones `make demo` prints)."""
-  from alp_jax.evaluate import captioning, retrieval
   rows: dict[tuple[str, str], dict] = {}
   for name, run in runs.items():
     results = retrieval.evaluate_task(run, caption_task_dir, cache_dir=cache_dir, log=log)
@@ -357,8 +357,7 @@ def print_comparison(rows: list[dict]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-  from alp_jax import sysdeps
-  parser = argparse.ArgumentParser(prog="python -m alp_jax.evaluate.demo_tasks", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m alp_jax.demo.tasks", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--out", required=True)
   parser.add_argument("--corpus", help="prepared pretraining corpus: re-draw any clip that duplicates one of its clips")

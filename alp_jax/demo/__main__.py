@@ -1,30 +1,50 @@
 """`make demo`: the main job end to end on the built-in demo corpus.
 
-  python -m alp_jax.demo --out runs/demo [--clips N] [--steps N] [--stage corpus|train|all]
+  python -m alp_jax.demo --out runs/demo [--clips N] [--steps N] [--workers W] [--stage corpus|all]
 
-1. corpus:  synthesise the demo corpus (espeak-ng, sox, fluidsynth), prepare it like any real corpus,
-            train the caption tokenizer, and read batches through the grain pipeline (throughput).
-2. train:   pretrain a tiny contrastive (CLAP) and a tiny captioning (CapPa) model on the demo corpus with the
-            same trainer as any run (python -m alp_jax.train), and export both audio encoders.
-3. evaluate: the demo's probe tasks (freshly synthesised clips, never in the pretraining corpus, and checked
-            against it: the leakage report, which must say clean, goes to leakage.json) and a caption task over
-            the same clips; linear probes (mean and attention pooling) of both encoders and of a random-init
-            baseline of the same architecture, and zero-shot scores of both runs (CLAP: text tower, CapPa:
-            caption likelihood), printed as one comparison table; then the runs' retrieval and captioning on
-            the caption task.
-Every stage reuses what an earlier run finished (training resumes from its checkpoints), so a second
-`make demo` is quick.
+1/4 corpus:    synthesise the demo corpus (espeak-ng, sox, fluidsynth; alp_jax/demo/corpus.py), prepare it like
+               any real corpus, train the caption tokenizer, and read batches through the grain pipeline (one
+               batch printed, then its throughput). `--stage corpus` stops here.
+2/4 CLAP:      pretrain a tiny contrastive model (configs/clap.py:tiny, --steps steps, default 400) on the demo
+               corpus with the same trainer as any run (python -m alp_jax.train), and export its audio encoder.
+3/4 CapPa:     the same for a tiny captioning model (configs/cappa.py:tiny).
+4/4 evaluate:  render the demo's probe tasks (alp_jax/demo/tasks.py: fresh clips in five task folders plus a
+               caption task over the same clips; any clip that duplicates a corpus clip is drawn again), then
+  - leakage:   check every task folder against the corpus (the report must say clean; leakage.json);
+  - probes:    linear probes (mean and attention pooling) of both exported encoders and of a random-init
+               encoder of the same architecture, on all five tasks;
+  - zero-shot: both runs' own text side on the tasks whose class names are caption words (CLAP: its text
+               tower, CapPa: the caption likelihood of the class prompts), printed in one table with the
+               probes (probe_results.json);
+  - text side: both runs' retrieval, and CapPa's captioning, on the caption task's test split
+               (text_results.json).
+Last, a summary of every stage (summary.json). A rerun reuses what an earlier one finished: the corpus and
+tokenizer, the training checkpoints (training resumes), the rendered task clips and the embeddings cache
+(embeddings/), so a second `make demo` is quick.
 """
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from alp_jax import export
+from alp_jax.data import benchmark
+from alp_jax.data import leakage
+from alp_jax.data import pipeline
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.demo import corpus as demo_corpus
+from alp_jax.demo import sysdeps
+from alp_jax.demo import tasks as demo_tasks
+from alp_jax.encoder_api import AudioEncoder
+from alp_jax.evaluate.run_model import RunModel
+from alp_jax.train import trainer
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _banner(text: str) -> None:
@@ -32,9 +52,6 @@ def _banner(text: str) -> None:
 
 
 def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
-  from alp_jax import sysdeps
-  from alp_jax.data import benchmark, demo_corpus, pipeline
-  from alp_jax.data import tokenizer as tokenizer_lib
   corpus_dir = out / "corpus"
   _banner("1/4 demo corpus: synthesise, prepare, tokenizer")
   t0 = time.monotonic()
@@ -63,7 +80,6 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
 
 
 def _load_config(name: str, arg: str):
-  import importlib.util
   spec = importlib.util.spec_from_file_location(f"alp_config_{name}", REPO / "configs" / f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -71,8 +87,6 @@ def _load_config(name: str, arg: str):
 
 
 def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
-  from alp_jax import export
-  from alp_jax.train import trainer
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
     _banner(f"{i}/4 pretrain a tiny {label} model ({name}) and export its encoder")
@@ -95,9 +109,6 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
 
 
 def stage_evaluate(out: Path) -> dict:
-  from alp_jax import AudioEncoder
-  from alp_jax.data import leakage
-  from alp_jax.evaluate import demo_tasks
   _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init)")
   t0 = time.monotonic()
   corpus_dir = out / "corpus"
@@ -113,7 +124,6 @@ def stage_evaluate(out: Path) -> dict:
   clap = AudioEncoder.load(out / "clap_encoder")
   encoders = {"clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder"),
               "random_init": AudioEncoder.build(clap.meta, seed=0)}
-  from alp_jax.evaluate.run_model import RunModel
   # The runs' own text sides, zero-shot on the tasks named by caption words: CLAP by its text tower, CapPa by
   # the likelihood of the class prompts under its decoder.
   runs = {name: RunModel.from_workdir(out / f"{name}_tiny") for name in ("clap", "cappa")}
