@@ -51,7 +51,7 @@ from alp_jax.audio.frontend import slaney_mel_filterbank
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import records
 from alp_jax.data import report
-from alp_jax.evaluate.caption_metrics import tokenize
+from alp_jax.data.text import SPLITS, tokenize
 
 SAMPLE_RATE = audio_io.TARGET_SAMPLE_RATE
 N_FFT = 512                 # 32 ms window
@@ -68,7 +68,6 @@ STATIONARY_DB = 1.5         # activity below which a clip is compared by spectra
 EVAL_OFFSETS = (0, 400, 800, 1200)  # eval fingerprints also start 25, 50, 75 ms in: sub-frame alignment
 NEAR_THRESHOLD = 0.9
 NGRAM = 4
-SPLITS = ("train", "valid", "test")
 
 
 def coarse_log_mel(samples: np.ndarray) -> np.ndarray:

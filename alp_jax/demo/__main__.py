@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from alp_jax import export
-from alp_jax.data import benchmark
+from alp_jax.benchmarks import pipeline as benchmark
 from alp_jax.data import leakage
 from alp_jax.data import pipeline
 from alp_jax.data import tokenizer as tokenizer_lib

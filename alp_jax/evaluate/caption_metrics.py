@@ -26,19 +26,13 @@ from __future__ import annotations
 
 import collections
 import math
-import re
 from typing import Sequence
 
-_APOSTROPHES = re.compile(r"['\u2019`]")
-_NON_WORD = re.compile(r"[^\w\s]")
+from alp_jax.data.text import tokenize
+
 MAX_ORDER = 4
 ROUGE_BETA = 1.2
 CIDER_SIGMA = 6.0
-
-
-def tokenize(text: str) -> list[str]:
-  """Lowercase, delete apostrophes, other punctuation -> space, whitespace split."""
-  return _NON_WORD.sub(" ", _APOSTROPHES.sub("", text.lower())).split()
 
 
 def ngram_counts(tokens: Sequence[str], n: int) -> collections.Counter:

@@ -18,9 +18,8 @@ import json
 import os
 from pathlib import Path
 
+from alp_jax.data.text import SPLITS
 from alp_jax.evaluate import tasks as tasks_lib
-
-SPLITS = ("train", "valid", "test")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alp_jax.evaluate import embed as embed_lib
+from alp_jax.evaluate import tasks as tasks_lib
+
 MEAN, ATTENTION = "mean", "attention"
 POOLINGS = (MEAN, ATTENTION)
 NEG_INF = -1e30
@@ -286,7 +289,6 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
   """The probe protocol on features. `train`/`test`/`valid`: {"features": (N, D)} (mean pooling) or
   {"frames": (N, T, D), "mask": (N, T)} (attention pooling). Targets: class ids (N,) or multi-hot (N, C).
   """
-  from alp_jax.evaluate import tasks as tasks_lib
   pooling = MEAN if "features" in train else ATTENTION
   if valid is None:
     fit_rows, valid_rows = tasks_lib.validation_split(len(train_targets), config.valid_fraction, seed=0)
@@ -349,8 +351,6 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
   "num_classes", "probe": ProbeResult.to_dict(), "embed_seconds", "probe_seconds"}.
   """
   import time
-  from alp_jax.evaluate import embed as embed_lib
-  from alp_jax.evaluate import tasks as tasks_lib
   fingerprint = embed_lib.encoder_fingerprint(encoder) if cache_dir is not None else None
   memo, rows = {}, []
   for task_dir in task_dirs:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from alp_jax.evaluate import caption_tasks
+from alp_jax.evaluate import embed as embed_lib
 from alp_jax.evaluate import retrieval_metrics
 from alp_jax.evaluate import zero_shot
 
@@ -34,7 +35,6 @@ def similarity(run, frames: list[np.ndarray], captions: list[str], method: str, 
 
 def test_split(run, task: caption_tasks.CaptionTask, *, cache_dir=None, log=print):
   """-> (frames per kept clip, the kept CaptionExamples, skipped [(path, reason)]) of the test split."""
-  from alp_jax.evaluate import embed as embed_lib
   embeddings = embed_lib.embed_task(run.encoder, caption_tasks.as_probe_task(task, "test"), cache_dir=cache_dir,
                                     memo=run.embed_memo, log=log)
   examples = task.splits["test"]

@@ -23,7 +23,9 @@ from typing import Callable
 
 import numpy as np
 
-SPLITS = ("train", "valid", "test")
+from alp_jax.data import text
+
+SPLITS = text.SPLITS
 LABEL_SEPARATOR = ";"
 SINGLE_LABEL, MULTI_LABEL = "accuracy", "map"
 

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from alp_jax.evaluate import embed as embed_lib
+from alp_jax.evaluate import probe as probe_lib
+from alp_jax.evaluate import tasks as tasks_lib
+
 TEMPLATES = ("{label}", "the sound of {label}", "a recording of {label}")
 CONTRASTIVE, LIKELIHOOD = "contrastive", "likelihood"
 POOLING_NAMES = {CONTRASTIVE: "zero_shot", LIKELIHOOD: "zero_shot_likelihood"}
@@ -55,9 +59,6 @@ def evaluate_task(run, task, *, templates: tuple[str, ...] = TEMPLATES, methods:
   task: a probe task folder or a tasks.Task. Rows: {"task", "metric", "pooling": "zero_shot" or
   "zero_shot_likelihood", "value", "num_classes", "skipped_files", "skipped", "templates"}.
   """
-  from alp_jax.evaluate import embed as embed_lib
-  from alp_jax.evaluate import probe as probe_lib
-  from alp_jax.evaluate import tasks as tasks_lib
   task = task if isinstance(task, tasks_lib.Task) else tasks_lib.read_task(task)
   test_only = tasks_lib.Task(name=task.name, directory=task.directory, splits={"test": task.splits["test"]},
                              classes=task.classes, metric=task.metric)

@@ -4,6 +4,8 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
+from alp_jax.train import trainer
+
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "config file with get_config(arg), e.g. configs/clap.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics, config (resumes if present)")
@@ -13,7 +15,6 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  from alp_jax.train import trainer
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
   except (trainer.NonFiniteLossError, FileNotFoundError, ValueError) as e:

@@ -1,6 +1,6 @@
 """Forward+backward time of the two-tower model per size; prints a markdown table.
 
-  python -m alp_jax.models.benchmark_sizes --sizes tiny,small,base --batch 8 --seconds 4
+  python -m alp_jax.benchmarks.model_sizes --sizes tiny,small,base --batch 8 --seconds 4
 
 Each row: both towers at that size, a waveform batch (B,S) through the on-device frontend,
 captions of --caption-tokens tokens, the symmetric InfoNCE loss, gradients of all parameters.

@@ -1,6 +1,6 @@
 """Input-pipeline throughput: how many clips/s the grain pipeline delivers as host batches.
 
-  python -m alp_jax.data.benchmark --corpus DIR [--batch-size 32] [--crop-seconds 10] [--batches 50]
+  python -m alp_jax.benchmarks.pipeline --corpus DIR [--batch-size 32] [--crop-seconds 10] [--batches 50]
                                    [--workers 0 1 2]
 
 Prints clips/s and audio-seconds/s per worker setting (after a warm-up batch). A training step needs
@@ -28,7 +28,7 @@ def measure(cfg, batch_size: int, batches: int) -> dict:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m alp_jax.data.benchmark", description=__doc__,
+  parser = argparse.ArgumentParser(prog="python -m alp_jax.benchmarks.pipeline", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--corpus", required=True)
   parser.add_argument("--batch-size", type=int, default=32)
