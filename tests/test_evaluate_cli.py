@@ -56,7 +56,7 @@ def test_encoder_twice_is_identical_and_skips_corrupt(tmp_path, encoder_dir, tas
   second = _run(tmp_path, "b", "--encoder", str(encoder_dir), "--task-dir", str(task_dir), "--pooling", "both")
   assert [r["value"] for r in first["results"]] == [r["value"] for r in second["results"]]
   assert [r["probe"] for r in first["results"]] == [r["probe"] for r in second["results"]]
-  assert [r["pooling"] for r in first["results"]] == ["mean", "attention"]
+  assert [r["method"] for r in first["results"]] == ["mean", "attention"]
   for row in first["results"]:
     assert row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
     assert row["skipped_files"] == 1 and row["skipped"][0].endswith("broken.wav")
@@ -144,7 +144,7 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   encoder = encoder_api.AudioEncoder.load(encoder_dir)
   rows = demo_tasks.compare({"a": encoder, "b": encoder}, [task_dirs["domain"], task_dirs["speaker"]],
                             pooling=("mean",), log=None)
-  assert [(r["task"], r["pooling"]) for r in rows] == [("domain", "mean"), ("speaker", "mean")]
+  assert [(r["task"], r["method"]) for r in rows] == [("domain", "mean"), ("speaker", "mean")]
   assert all(r["values"]["a"] == r["values"]["b"] for r in rows)
   table = demo_tasks.format_comparison(rows).splitlines()
   assert table[0].split()[-2:] == ["a", "b"] and len(table) == 3
@@ -152,7 +152,7 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   run = _tiny_run(tmp_path, "clap")[0]
   rows = demo_tasks.compare({"a": encoder}, [task_dirs["speaker"], task_dirs["domain"]], pooling=("mean",),
                             runs={"z": run}, log=None)
-  assert [(r["task"], r["pooling"], sorted(r["values"])) for r in rows] == [
+  assert [(r["task"], r["method"], sorted(r["values"])) for r in rows] == [
       ("speaker", "mean", ["a"]), ("domain", "mean", ["a"]), ("domain", "zero_shot", ["z"])]
   assert demo_tasks.format_comparison(rows).splitlines()[-1].split()[-2:] == ["-", f"{rows[-1]['values']['z']:.3f}"]
 
@@ -195,7 +195,7 @@ def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   from alp_jax.evaluate import tasks, zero_shot
   run, model, tok, cfg = _tiny_run(tmp_path, "clap")
   [row] = zero_shot.evaluate_task(run, task_dir, log=None)
-  assert row["pooling"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
+  assert row["method"] == "zero_shot" and row["metric"] == "accuracy" and 0.0 <= row["value"] <= 1.0
   # The run's memo holds every test clip: evaluating again encodes nothing.
   test_paths = {str(e.path) for e in tasks.read_task(task_dir).splits["test"]}
   assert set(run.embed_memo) == test_paths
@@ -238,7 +238,7 @@ def test_captioner_likelihoods_and_greedy_match_the_decoder_on_the_model_frames(
   from alp_jax.models import decoding
   run, model, tok, cfg = _tiny_run(tmp_path, "cappa")
   [row] = zero_shot.evaluate_task(run, task_dir, log=None)
-  assert row["pooling"] == "zero_shot_likelihood" and 0.0 <= row["value"] <= 1.0
+  assert row["method"] == "zero_shot_likelihood" and 0.0 <= row["value"] <= 1.0
   test, audio, mask = _test_clips(task_dir)
   model_frames, out = model.encode_audio(jnp.asarray(audio), jnp.asarray(mask))
   frames = [run.encoder.embed(*audio_io.decode(example.path))["frames"] for example in test]
@@ -285,30 +285,30 @@ def test_text_side_of_a_run_in_training_and_from_the_cli_agree_and_repeat(tmp_pa
           "--pooling", "mean", "--beam-sizes", "1,2"]
   first = _run(tmp_path, "first", *args)
   table = capsys.readouterr().out
-  methods = {row["pooling"] for row in first["results"]}
+  methods = {row["method"] for row in first["results"]}
   assert methods == {"mean", "zero_shot", "zero_shot_likelihood", "retrieval", "retrieval_likelihood", "greedy",
                      "beam2"}
   caption_task = caption_task_dir.name
-  retrieval = {(r["pooling"], r["metric"]): r["value"] for r in first["results"] if r["task"] == caption_task}
+  retrieval = {(r["method"], r["metric"]): r["value"] for r in first["results"] if r["task"] == caption_task}
   n_test = sum(1 for _ in open(caption_task_dir / "test.jsonl"))
   for direction in ("a2t", "t2a"):
     recalls = [retrieval[("retrieval", f"{direction}/R@{k}")] for k in (1, 5, 10)]
     assert recalls == sorted(recalls) and all(0.0 <= r <= 1.0 for r in recalls)
     # n_test clips: R@n_test audio->text and text->audio find every clip
   assert all(0.0 <= retrieval[("greedy", m)] <= 1.0 for m in ("BLEU-1", "BLEU-4", "ROUGE-L"))
-  [examples] = [r["examples"] for r in first["results"] if r["pooling"] == "greedy" and r["metric"] == "ROUGE-L"]
+  [examples] = [r["examples"] for r in first["results"] if r["method"] == "greedy" and r["metric"] == "ROUGE-L"]
   assert len(examples) == min(8, n_test) and all(e["references"] for e in examples)
   assert "a2t/mAP@10" in table and "zero_shot_likelihood" in table
   # The in-training evaluators at the last step logged the CLI's numbers for the same checkpoint.
   assert logged[f"ret/{caption_task}/t2a/R@1"] == pytest.approx(retrieval[("retrieval", "t2a/R@1")], abs=1e-6)
   assert logged[f"cap/{caption_task}/greedy/ROUGE-L"] == pytest.approx(retrieval[("greedy", "ROUGE-L")], abs=1e-6)
-  zero = {r["pooling"]: r["value"] for r in first["results"] if r["task"] == task_dir.name and "zero" in r["pooling"]}
+  zero = {r["method"]: r["value"] for r in first["results"] if r["task"] == task_dir.name and "zero" in r["method"]}
   assert logged[f"zs/{task_dir.name}"] == pytest.approx(zero["zero_shot"], abs=1e-6)
   # Determinism: the same checkpoint again gives identical numbers.
   second = _run(tmp_path, "second", *args, "--suite", "zero_shot,retrieval,captioning")
-  again = {(r["task"], r["pooling"], r["metric"]): r["value"] for r in second["results"]}
-  assert again == {(r["task"], r["pooling"], r["metric"]): r["value"] for r in first["results"]
-                   if r["pooling"] != "mean"}
+  again = {(r["task"], r["method"], r["metric"]): r["value"] for r in second["results"]}
+  assert again == {(r["task"], r["method"], r["metric"]): r["value"] for r in first["results"]
+                   if r["method"] != "mean"}
 
 
 def test_text_evaluations_of_an_encoder_are_refused_clearly(tmp_path, encoder_dir, caption_task_dir, capsys):

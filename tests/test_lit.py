@@ -137,7 +137,7 @@ def test_cli_lit_suite_reports_retrieval_and_captioning_and_repeats(tmp_path, en
   assert main(["--encoder", str(encoder_dir), *args, "--suite", "lit", "--lit-steps", "3", "--lit-batch-size", "8",
                "--out", str(out)]) == 0
   result = json.loads(out.read_text())
-  rows = {(r["pooling"], r["metric"]): r["value"] for r in result["results"]}
+  rows = {(r["method"], r["metric"]): r["value"] for r in result["results"]}
   assert {p for p, _ in rows} == {"lit_retrieval", "lit_retrieval_likelihood", "lit_greedy"}
   assert {m for p, m in rows if p == "lit_greedy"} == {"BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE-L", "CIDEr-D"}
   assert all(0.0 <= rows[("lit_retrieval", f"{d}/R@{k}")] <= 1.0 for d in ("a2t", "t2a") for k in (1, 5, 10))
@@ -153,4 +153,4 @@ def test_cli_lit_suite_reports_retrieval_and_captioning_and_repeats(tmp_path, en
     np.testing.assert_array_equal(_flat(trained)[key], value, err_msg=key)
   again = tmp_path / "again.json"
   assert main(["--workdir", str(workdir), *args, "--suite", "retrieval,captioning", "--out", str(again)]) == 0
-  assert {("lit_" + r["pooling"], r["metric"]): r["value"] for r in json.loads(again.read_text())["results"]} == rows
+  assert {("lit_" + r["method"], r["metric"]): r["value"] for r in json.loads(again.read_text())["results"]} == rows

@@ -290,7 +290,7 @@ METHOD_ORDER = ("mean", "attention", "zero_shot", "zero_shot_likelihood")
 
 def _merge(rows: dict, key: tuple, name: str, result: dict) -> None:
   """Adds one evaluation result of `name` to the comparison row `key` (task, method[, metric])."""
-  row = rows.setdefault(key, {"task": result["task"], "metric": result["metric"], "pooling": result["pooling"],
+  row = rows.setdefault(key, {"task": result["task"], "metric": result["metric"], "method": result["method"],
                               "values": {}})
   row["values"][name] = result["value"]
 
@@ -300,7 +300,7 @@ def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "atte
   """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling, and scores every run
   (name -> RunModel, optional) zero-shot on the `zero_shot_tasks` among them.
 
-  -> rows {"task", "metric", "pooling", "values": {encoder name: value}}, in task then method order.
+  -> rows {"task", "metric", "method", "values": {encoder name: value}}, in task then method order.
   cache_dir: embeddings cache (alp_jax.evaluate.embed), shared by an exported encoder and its run's own encoder
   (same fingerprint), so each clip is encoded once per set of weights.
   """
@@ -312,15 +312,15 @@ def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "atte
       log(f"[compare] encoder {name}")
     for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config,
                                              cache_dir=cache_dir, log=log):
-      _merge(rows, (result["task"], result["pooling"]), name, result)
+      _merge(rows, (result["task"], result["method"]), name, result)
   for name, run in (runs or {}).items():
     for task_dir in task_dirs:
       if Path(task_dir).name in zero_shot_tasks:
         for result in zero_shot.evaluate_task(run, task_dir, cache_dir=cache_dir, log=log):
-          _merge(rows, (result["task"], result["pooling"]), name, result)
+          _merge(rows, (result["task"], result["method"]), name, result)
   task_order = {Path(t).absolute().name: i for i, t in enumerate(task_dirs)}
   method = lambda p: METHOD_ORDER.index(p) if p in METHOD_ORDER else len(METHOD_ORDER)
-  return sorted(rows.values(), key=lambda r: (task_order.get(r["task"], len(task_order)), method(r["pooling"])))
+  return sorted(rows.values(), key=lambda r: (task_order.get(r["task"], len(task_order)), method(r["method"])))
 
 
 SHOWN_TEXT_METRICS = ("a2t/R@1", "a2t/R@10", "t2a/R@1", "t2a/R@10", "BLEU-4", "ROUGE-L", "CIDEr-D")
@@ -337,7 +337,7 @@ def compare_text_side(runs: dict, caption_task_dir, *, beam_sizes: tuple[int, ..
     if run.has_decoder:
       results += captioning.evaluate_task(run, caption_task_dir, beam_sizes=beam_sizes, cache_dir=cache_dir, log=log)
     for result in results:
-      _merge(rows, (result["pooling"], result["metric"]), name, result)
+      _merge(rows, (result["method"], result["metric"]), name, result)
   return list(rows.values())
 
 
@@ -348,7 +348,7 @@ def format_comparison(rows: list[dict]) -> str:
   lines = [f"{'task':<18} {'metric':<10} {'method':<20} " + " ".join(f"{n:>{width}}" for n in names)]
   for row in rows:
     values = " ".join(f"{row['values'][n]:>{width}.3f}" if n in row["values"] else f"{'-':>{width}}" for n in names)
-    lines.append(f"{row['task']:<18} {row['metric']:<10} {row['pooling']:<20} {values}")
+    lines.append(f"{row['task']:<18} {row['metric']:<10} {row['method']:<20} {values}")
   return "\n".join(lines)
 
 

@@ -11,7 +11,9 @@
                (ENC_DIR), or for a config's (configs/clap.py:tiny): the untrained baseline.
 --task-dir     a probe task (train.csv/test.csv: path,label) or a caption task (train.jsonl/test.jsonl: id,
                audio, captions); docs/evaluation.md.
---suite        evaluations, by name or suite (default "default"):
+--suite        evaluators by name, or suites, comma-separated (default "default"). Every registered evaluator
+               (alp_jax/evaluate/evaluators/, one file each) is a name here; each declares what it needs and
+               which suites it is in, and one that cannot apply is skipped with the reason (an error if named):
                  probe       linear probes (mean and/or attention pooling) on probe tasks
                  zero_shot   probe tasks' test splits by the run's text side (--workdir)
                  retrieval   caption tasks, a2t/t2a R@1/5/10, mAP@10 (--workdir)
@@ -19,127 +21,102 @@
                  lit         LiT-style alignment: freeze the audio encoder, train the text side on each caption
                              task's train split, then retrieval and captioning on its test split
                  default     probe, zero_shot, retrieval, captioning (those the source allows)
-                 study       probe and lit: the study's two protocols
-                 all         everything that applies
+                 study       probe and lit (the study's probes and LiT-style alignment)
+                 all         every evaluator that applies
 Prints a table (task, metric, method, value) and writes values plus the full protocol to --out.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+import ml_collections
+
 import alp_jax
-from alp_jax.evaluate import caption_tasks
-from alp_jax.evaluate import probe as probe_lib
+from alp_jax import encoder_api
+from alp_jax.evaluate import evaluator as evaluator_lib
 from alp_jax.evaluate import run_model as run_model_lib
 from alp_jax.evaluate import tasks as tasks_lib
 from alp_jax.evaluate import tfds_tasks
-from alp_jax.evaluate import zero_shot
+from alp_jax.train import evaluators as registry
+from alp_jax.train import runs
 
-EVALUATIONS = ("probe", "zero_shot", "retrieval", "captioning", "lit")
-SUITES = {"default": ("probe", "zero_shot", "retrieval", "captioning"), "study": ("probe", "lit"),
-          "all": EVALUATIONS}
-TEXT_EVALUATIONS = ("zero_shot", "retrieval", "captioning")   # need a run's text side (--workdir)
+ALL = "all"
 
 
 class UsageError(ValueError):
   """An evaluation was asked of a source or task that cannot give it."""
 
 
+def cli_evaluators() -> dict[str, type]:
+  """Registered evaluators the CLI can run, in their declared order."""
+  found = {name: cls for name, cls in registry.registered().items() if cls.cli}
+  return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def suites() -> dict[str, tuple[str, ...]]:
+  """Suite name -> evaluator names, from the evaluators' own declarations; "all" holds every one."""
+  found: dict[str, tuple[str, ...]] = {}
+  for name, cls in cli_evaluators().items():
+    for suite in cls.suites:
+      found[suite] = found.get(suite, ()) + (name,)
+  found[ALL] = tuple(cli_evaluators())
+  return found
+
+
 def parse_suite(spec: str) -> tuple[str, ...]:
+  known, groups = cli_evaluators(), suites()
   names = []
   for part in (p.strip() for p in spec.split(",") if p.strip()):
-    if part not in SUITES and part not in EVALUATIONS:
-      raise UsageError(f"--suite {part!r}: choose evaluations from {EVALUATIONS} or suites from {sorted(SUITES)}")
-    names += [n for n in SUITES.get(part, (part,)) if n not in names]
+    if part not in groups and part not in known:
+      raise UsageError(f"--suite {part!r}: choose evaluators from {tuple(known)} or suites from {sorted(groups)}")
+    names += [n for n in groups.get(part, (part,)) if n not in names]
   return tuple(names)
 
 
-def meta_from_config(config) -> dict:
-  """Encoder settings of a training config, as alp_jax.export writes them."""
-  return {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
-          "crop_seconds": config.data.crop_seconds}
-
-
-def load_config(spec: str):
-  """'path/to/config.py[:arg]' -> config.get_config(arg)."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(f"alp_eval_config_{Path(path).stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def load_encoder(*, encoder: str | None = None, workdir: str | None = None, random_init: str | None = None,
-                 step: int | None = None, seed: int = 0, export_dir: str | None = None):
+                 step: int | None = None, seed: int = 0):
   """-> (AudioEncoder, provenance dict) from exactly one of encoder / workdir / random_init."""
-  from alp_jax import encoder_api
-  from alp_jax import export as export_lib
   if encoder:
     loaded = encoder_api.AudioEncoder.load(encoder)
     return loaded, {"kind": "encoder", "path": str(Path(encoder).absolute()), "step": loaded.meta.get("step"),
                     "source_workdir": loaded.meta.get("source_workdir")}
   if workdir:
-    meta = export_lib.export(workdir, export_dir, step, quiet=True)
-    return encoder_api.AudioEncoder.load(export_dir), {"kind": "workdir", "path": str(Path(workdir).absolute()),
-                                                       "step": meta["step"]}
+    run = run_model_lib.RunModel.from_workdir(workdir, step)
+    return run.encoder, {"kind": "workdir", "path": str(workdir), "step": run.step}
   source = Path(random_init.partition(":")[0])
   if source.is_dir():
-    config_path = source / encoder_api.CONFIG_FILE
-    if not config_path.exists():
-      raise FileNotFoundError(f"{source} is not an exported encoder (no {encoder_api.CONFIG_FILE})")
-    meta = json.loads(config_path.read_text())
+    meta = encoder_api.read_meta(source)
   else:
     if not source.exists():
       raise FileNotFoundError(f"--random-init {random_init}: neither an encoder folder nor a config file")
-    meta = meta_from_config(load_config(random_init))
+    meta = encoder_api.meta_from_config(runs.load_config(random_init))
   return encoder_api.AudioEncoder.build(meta, seed=seed), {"kind": "random_init", "path": random_init, "step": None,
                                                           "init_seed": seed}
 
 
-def format_table(rows: list[dict]) -> str:
-  """(task, metric, method, value) rows; the method is the probe pooling, zero_shot, retrieval, greedy ..."""
-  lines = [f"{'task':<24} {'metric':<11} {'method':<24} {'value':>8}"]
-  for row in rows:
-    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['pooling']:<24} {row['value']:>8.4f}")
-  return "\n".join(lines)
+def load_source(args) -> tuple[run_model_lib.RunModel, dict]:
+  """The model the evaluators see: a training run (every part it has), or an encoder alone."""
+  if args.workdir:
+    run = run_model_lib.RunModel.from_workdir(args.workdir, args.step)
+    return run, {"kind": "workdir", "path": str(args.workdir), "step": run.step}
+  encoder, provenance = load_encoder(encoder=args.encoder, random_init=args.random_init, seed=args.seed)
+  return run_model_lib.RunModel.from_encoder(encoder, encoder_dir=args.encoder), provenance
 
 
-def split_tasks(task_dirs: list[str]) -> tuple[list[str], list[str]]:
-  """-> (probe task folders, caption task folders); a folder that is neither is a TaskFormatError."""
-  probe, caption = [], []
-  for task_dir in task_dirs:
-    has = lambda ext: any((Path(task_dir) / f"{split}.{ext}").exists() for split in tasks_lib.SPLITS)
-    if has("jsonl"):
-      caption_tasks.read_caption_task(task_dir)   # reads it now: names what is missing or bad before any work
-      caption.append(task_dir)
-    elif has("csv"):
-      tasks_lib.read_task(task_dir)
-      probe.append(task_dir)
-    else:
-      raise tasks_lib.TaskFormatError(f"{task_dir} is not a task folder: no test.csv (probe task: path,label) "
-                                      f"and no test.jsonl (caption task: id, audio, captions)")
-  return probe, caption
-
-
-def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_tasks: list, caption_task_dirs: list,
+def plan(evaluations: tuple[str, ...], capabilities: frozenset[str], tasks: dict[str, list], *, explicit: bool,
          log=print) -> tuple[str, ...]:
-  """The evaluations that apply. With an explicit --suite, one that cannot apply is a UsageError."""
+  """The evaluations that apply, by each evaluator's declarations. With an explicit --suite, one that cannot apply
+  is a UsageError; otherwise it is skipped with the reason."""
+  known = cli_evaluators()
+  kinds = [kind for kind, found in tasks.items() if found]
   kept = []
   for name in evaluations:
-    reason = None
-    if name in TEXT_EVALUATIONS and not workdir:
-      reason = "needs --workdir (an exported encoder has no text side; --suite lit trains one)"
-    elif name in ("probe", "zero_shot") and not probe_tasks:
-      reason = "no probe task (test.csv) given"
-    elif name in ("retrieval", "captioning", "lit") and not caption_task_dirs:
-      reason = "no caption task (test.jsonl) given"
+    reason = known[name].unmet(capabilities, kinds)
     if reason is None:
       kept.append(name)
     elif explicit:
@@ -149,45 +126,22 @@ def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_t
   return tuple(kept)
 
 
-def text_side_rows(run, evaluations, probe_tasks, caption_task_dirs, *, beam_sizes, cache_dir, log=print):
-  """Zero-shot, retrieval and captioning rows of a RunModel (the parts its model has)."""
-  from alp_jax.evaluate import captioning, retrieval
-  rows = []
-  if "zero_shot" in evaluations:
-    rows += [row for task in probe_tasks for row in zero_shot.evaluate_task(run, task, cache_dir=cache_dir, log=log)]
-  if "retrieval" in evaluations:
-    if run.contrastive or run.has_decoder:
-      rows += [row for t in caption_task_dirs for row in retrieval.evaluate_task(run, t, cache_dir=cache_dir, log=log)]
-  if "captioning" in evaluations:
-    if run.has_decoder:
-      rows += [row for t in caption_task_dirs
-               for row in captioning.evaluate_task(run, t, beam_sizes=beam_sizes, cache_dir=cache_dir, log=log)]
-    elif log:
-      log(f"[evaluate] captioning: skipped, {run.kind!r} has no caption decoder")
-  return rows
+def options_from_args(args, out: Path) -> ml_collections.ConfigDict:
+  """The evaluators' options (what config.evaluators.NAME holds in training), from the flags."""
+  return ml_collections.ConfigDict({
+      "pooling": args.pooling, "seed": args.seed, "cache_dir": args.cache_dir,
+      "beam_sizes": tuple(int(b) for b in args.beam_sizes.split(",") if b.strip()),
+      "lit_config": args.lit_config, "lit_steps": args.lit_steps, "lit_batch_size": args.lit_batch_size,
+      "lit_dir": args.lit_dir or str(out.parent / f"{out.stem}_lit"),
+  })
 
 
-def lit_rows(encoder_dir: str, caption_task_dirs: list[str], lit_root: Path, *, config_spec: str, steps: int,
-             batch_size: int, seed: int, beam_sizes, cache_dir, log=print) -> tuple[list[dict], list[dict]]:
-  """LiT-style alignment of each caption task: -> (rows with methods "lit_retrieval", "lit_greedy" ..., runs)."""
-  from alp_jax.evaluate import lit
-  rows, runs = [], []
-  for task_dir in caption_task_dirs:
-    workdir = lit_root / Path(task_dir).absolute().name
-    t0 = time.time()
-    lit.train_text_side(encoder_dir, task_dir, workdir, config_spec=config_spec, steps=steps, batch_size=batch_size,
-                        seed=seed, log=log)
-    run = run_model_lib.RunModel.from_workdir(workdir)
-    task_rows = text_side_rows(run, ("retrieval", "captioning"), [], [task_dir], beam_sizes=beam_sizes,
-                               cache_dir=None, log=log)
-    for row in task_rows:
-      row["pooling"] = "lit_" + row["pooling"]
-      row["lit_workdir"] = str(workdir)
-    rows += task_rows
-    runs.append({"task": Path(task_dir).name, "workdir": str(workdir), "config": config_spec, "steps": steps,
-                 "batch_size": batch_size, "model": run.kind, "frozen": list(run.config.optimizer.get("frozen", ())),
-                 "seconds": round(time.time() - t0, 1)})
-  return rows, runs
+def format_table(rows: list[dict]) -> str:
+  """(task, metric, method, value) rows; the method is the probe pooling, zero_shot, retrieval, greedy ..."""
+  lines = [f"{'task':<24} {'metric':<11} {'method':<24} {'value':>8}"]
+  for row in rows:
+    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['method']:<24} {row['value']:>8.4f}")
+  return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -200,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--step", type=int, default=None, help="with --workdir: checkpoint step (default latest)")
   parser.add_argument("--task-dir", action="append", default=[], help="probe or caption task folder (repeatable)")
   tfds_tasks.add_arguments(parser)
-  parser.add_argument("--suite", default=None, help="evaluations or suites, comma-separated (default: default)")
+  parser.add_argument("--suite", default=None, help="evaluators or suites, comma-separated (default: default)")
   parser.add_argument("--pooling", choices=("mean", "attention", "both"), default="both")
   parser.add_argument("--out", required=True, help="results JSON")
   parser.add_argument("--seed", type=int, default=0, help="probe seed (and random-init weights seed, LiT seed)")
@@ -216,61 +170,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.error("give at least one --task-dir or --tfds")
 
   started = time.time()
-  poolings = probe_lib.POOLINGS if args.pooling == "both" else (args.pooling,)
-  beam_sizes = tuple(int(b) for b in args.beam_sizes.split(",") if b.strip())
-  config = probe_lib.ProbeConfig(seed=args.seed)
   out = Path(args.out)
-  lit_runs = []
-  with tempfile.TemporaryDirectory(prefix="alp_eval_export_") as export_dir:
-    try:
-      evaluations = parse_suite(args.suite or "default")
-      probe_tasks, caption_task_dirs = split_tasks(args.task_dir)
-      probe_tasks += tfds_tasks.tasks_from_args(args)   # TFDS datasets are probe tasks
-      evaluations = plan(evaluations, workdir=bool(args.workdir), explicit=args.suite is not None,
-                         probe_tasks=probe_tasks, caption_task_dirs=caption_task_dirs)
-      if not evaluations:
-        raise UsageError(f"nothing to evaluate: none of {parse_suite(args.suite or 'default')} applies to "
-                         f"these tasks with this source (see the lines above)")
-      encoder, provenance = load_encoder(encoder=args.encoder, workdir=args.workdir, random_init=args.random_init,
-                                         step=args.step, seed=args.seed, export_dir=export_dir)
-      print(f"[evaluate] encoder: {provenance['kind']} {provenance['path']} (step {provenance['step']}), "
-            f"output width {encoder.output_dim}, window {encoder.meta['crop_seconds']} s; "
-            f"evaluations: {', '.join(evaluations) or 'none'}")
-      rows = []
-      if "probe" in evaluations:
-        rows += probe_lib.evaluate_encoder(encoder, probe_tasks, poolings=poolings, config=config,
-                                           cache_dir=args.cache_dir)
-      if any(name in TEXT_EVALUATIONS for name in evaluations):
-        run = run_model_lib.RunModel.from_workdir(args.workdir, args.step)
-        rows += text_side_rows(run, evaluations, probe_tasks, caption_task_dirs, beam_sizes=beam_sizes,
-                               cache_dir=args.cache_dir)
-      if "lit" in evaluations:
-        encoder_dir = args.encoder or export_dir
-        if args.random_init:
-          encoder.save(encoder_dir)
-        lit_root = Path(args.lit_dir) if args.lit_dir else out.parent / f"{out.stem}_lit"
-        more, lit_runs = lit_rows(encoder_dir, caption_task_dirs, lit_root, config_spec=args.lit_config,
-                                  steps=args.lit_steps, batch_size=args.lit_batch_size, seed=args.seed,
-                                  beam_sizes=beam_sizes, cache_dir=args.cache_dir)
-        rows += more
-    except (FileNotFoundError, tasks_lib.TaskFormatError, run_model_lib.MissingHead, UsageError) as e:
-      print(f"error: {e}", file=sys.stderr)
-      return 2
+  options = options_from_args(args, out)
+  protocol: dict = {}
+  try:
+    requested = parse_suite(args.suite or "default")
+    tasks = evaluator_lib.read_tasks(args.task_dir)   # reads every task now: names what is missing before work
+    tasks[evaluator_lib.PROBE] += tfds_tasks.tasks_from_args(args)   # TFDS datasets are probe tasks
+    model, provenance = load_source(args)
+    evaluations = plan(requested, model.capabilities, tasks, explicit=args.suite is not None)
+    if not evaluations:
+      raise UsageError(f"nothing to evaluate: none of {requested} applies to these tasks with this source "
+                       f"(see the lines above)")
+    print(f"[evaluate] source: {provenance['kind']} {provenance['path']} (step {provenance['step']}), "
+          f"parts {', '.join(sorted(model.capabilities))}, output width {model.encoder.output_dim}, window "
+          f"{model.encoder.meta['crop_seconds']} s; evaluations: {', '.join(evaluations)}")
+    rows = []
+    for name in evaluations:
+      evaluator = cli_evaluators()[name](None, options, log=print)
+      kind = evaluator.task_kind
+      rows += evaluator.rows(model, tasks[kind] if kind else [])
+      protocol.update(evaluator.protocol())
+  except (FileNotFoundError, tasks_lib.TaskFormatError, run_model_lib.MissingHead, UsageError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   results = {
       "results": rows,
       "protocol": {
           "encoder": provenance,
-          "frontend": encoder.meta["frontend"],
-          "window_seconds": encoder.meta["crop_seconds"],
+          "frontend": model.encoder.meta["frontend"],
+          "window_seconds": model.encoder.meta["crop_seconds"],
           "embedding": "last-layer frames of the whole clip, fixed windows of window_seconds (last one masked)",
           "evaluations": list(evaluations),
-          "poolings": list(poolings),
-          "probe": config.to_dict(),
-          "selection": "valid.csv if present, else a seeded valid_fraction of train (seed 0); first best in grid "
-                       "order; retrain on train+valid",
-          "zero_shot_templates": list(zero_shot.TEMPLATES),
-          "captioning": {"beam_sizes": list(beam_sizes), "length_penalty": 0.0},
-          "lit": lit_runs,
+          **protocol,
           "seed": args.seed,
       },
       "alp_jax_version": alp_jax.__version__,

@@ -35,7 +35,7 @@ def evaluate_task(run, task, *, beam_sizes: tuple[int, ...] = DEFAULT_BEAM_SIZES
       log(f"[captioning] {task.name} ({name}, {len(examples)} clips): "
           + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()) + f"; e.g. {generated[0]!r}")
     for metric, value in metrics.items():
-      row = {"task": task.name, "task_dir": str(task.directory), "metric": metric, "pooling": name,
+      row = {"task": task.name, "task_dir": str(task.directory), "metric": metric, "method": name,
              "value": value, "num_clips": len(examples), "skipped_files": len(skipped),
              "skipped": [path for path, _ in skipped], "beam_size": beam_size, "length_penalty": length_penalty}
       if metric == "ROUGE-L":

@@ -347,7 +347,7 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
 
   task_dirs: task folders, or tasks.Task objects (e.g. from tfds_tasks.read_tfds_task), in any mix.
 
-  -> one row per (task, pooling): {"task", "task_dir", "metric", "pooling", "value", "skipped_files",
+  -> one row per (task, pooling): {"task", "task_dir", "metric", "method" (the pooling), "value", "skipped_files",
   "num_classes", "probe": ProbeResult.to_dict(), "embed_seconds", "probe_seconds"}.
   """
   import time
@@ -363,7 +363,7 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
       if log:
         log(f"[probe] {task.name} {pooling}: {result.metric} {result.value:.4f} (lr {result.learning_rate:g}, "
             f"wd {result.weight_decay:g}, {result.steps} steps, {seconds:.1f}s)")
-      rows.append({"task": task.name, "task_dir": str(task.directory), "metric": result.metric, "pooling": pooling,
+      rows.append({"task": task.name, "task_dir": str(task.directory), "metric": result.metric, "method": pooling,
                    "value": result.value, "num_classes": len(task.classes), "skipped_files": len(embeddings.skipped),
                    "skipped": [path for path, _ in embeddings.skipped], "probe": result.to_dict(),
                    "embed_seconds": round(embeddings.seconds, 2), "probe_seconds": round(seconds, 2)})

@@ -21,7 +21,7 @@ from alp_jax.evaluate import embed as embed_lib
 from alp_jax.evaluate import retrieval_metrics
 from alp_jax.evaluate import zero_shot
 
-POOLING_NAMES = {zero_shot.CONTRASTIVE: "retrieval", zero_shot.LIKELIHOOD: "retrieval_likelihood"}
+METHOD_NAMES = {zero_shot.CONTRASTIVE: "retrieval", zero_shot.LIKELIHOOD: "retrieval_likelihood"}
 
 
 def similarity(run, frames: list[np.ndarray], captions: list[str], method: str, log=None) -> np.ndarray:
@@ -57,7 +57,7 @@ def evaluate_task(run, task, *, methods: tuple[str, ...] | None = None, cache_di
           + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     for metric, value in metrics.items():
       rows.append({"task": task.name, "task_dir": str(task.directory), "metric": metric,
-                   "pooling": POOLING_NAMES[method], "value": value, "num_clips": len(examples),
+                   "method": METHOD_NAMES[method], "value": value, "num_clips": len(examples),
                    "num_captions": len(captions), "skipped_files": len(skipped),
                    "skipped": [path for path, _ in skipped]})
   return rows

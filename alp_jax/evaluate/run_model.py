@@ -3,13 +3,15 @@
 Legend: N clips, M texts (prompts or captions), T encoder frames of a clip (valid frames only), D encoder width,
 E joint embedding width, L caption tokens (config.data.max_caption_tokens).
 
+What a model can do is read from its declared capabilities (alp_jax/models/encoders.py), never from its name.
+An exported or random-init encoder is a RunModel with the audio encoder only (`RunModel.from_encoder`).
+
 Every clip is encoded whole by the exported-encoder path (`AudioEncoder.embed`: fixed windows of the training
 crop, the last one masked), so the run's heads see the same deterministic frames as the probes. From those
 frames:
-  contrastive (two_towers, hybrid)  audio_embeddings: the run's audio head and pooling over all valid frames;
+  text tower                        audio_embeddings: the run's audio head and pooling over all valid frames;
                                     text_embeddings: the text tower. Both L2-normalised, compared by cosine.
-  caption decoder (captioner, hybrid)
-                                    log_likelihoods: log p(text | clip) summed over the text's tokens and EOS,
+  caption decoder                   log_likelihoods: log p(text | clip) summed over the text's tokens and EOS,
                                     teacher-forced (alp_jax.models.decoding.score_caption_candidates);
                                     generate: greedy or beam-search captions.
 Clips are batched CLIP_BATCH at a time and padded (masked) to the longest clip of the call, so one call
@@ -25,13 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from alp_jax import encoder_api
 from alp_jax.data import report
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.models import decoding, encoders, heads
+from alp_jax.train import runs
 
 CLIP_BATCH = 8
 PROGRESS_EVERY_S = 10.0
 TEXT_BATCH = 64
-CONTRASTIVE_MODELS = ("two_towers", "hybrid")
-DECODER_MODELS = ("captioner", "hybrid")
 
 
 class MissingHead(ValueError):
@@ -49,19 +53,24 @@ def _pad_batch(frames: list[np.ndarray], length: int, rows: int) -> tuple[np.nda
 
 
 class RunModel:
-  """The towers of a restored run. Build with `RunModel.from_workdir`."""
+  """The parts of a restored run (or an encoder alone). Build with `from_workdir`, `from_state`, `from_encoder`."""
 
-  def __init__(self, config, model: nnx.Module, tokenizer, *, step: int | None = None, workdir: str = ""):
-    from alp_jax import encoder_api
-    from alp_jax.train import encoder_init
+  def __init__(self, config, model: nnx.Module | None, tokenizer, *, step: int | None = None, workdir: str = "",
+               encoder: encoder_api.AudioEncoder | None = None, encoder_dir: str | None = None):
     self.config, self.model, self.tokenizer, self.step, self.workdir = config, model, tokenizer, step, workdir
-    self.kind = config.model.name
-    self.max_tokens = int(config.data.max_caption_tokens)
-    meta = {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
-            "crop_seconds": config.data.crop_seconds}
-    self.encoder = encoder_api.AudioEncoder(meta, encoder_init.get_encoder(model))
-    self.towers = model if self.kind == "two_towers" else getattr(model, "towers", None)
-    self.decoder = getattr(model, "decoder", None) if self.kind in DECODER_MODELS else None
+    self.encoder_dir = encoder_dir   # an exported encoder folder holding exactly these weights, if there is one
+    if model is None:
+      self.kind, self.capabilities, self.max_tokens = "audio_encoder", frozenset({encoders.AUDIO_ENCODER}), 0
+      self.encoder = encoder
+    else:
+      self.kind = config.model.name
+      self.capabilities = encoders.capabilities_of(model)
+      self.max_tokens = int(config.data.max_caption_tokens)
+      self.encoder = encoder_api.AudioEncoder(encoder_api.meta_from_config(config), model.audio_encoder)
+    has = lambda part: part in self.capabilities
+    # The two-tower part: the model itself, or the towers it composes (hybrid).
+    self.towers = getattr(model, "towers", model) if has(encoders.TEXT_TOWER) else None
+    self.decoder = model.decoder if has(encoders.CAPTION_DECODER) else None
     self._text_fn = self._frames_fn = None
     # path -> whole-clip frames (or why the file is unusable), shared by every evaluation of this model
     # (alp_jax.evaluate.embed.embed_task's memo), so a test split is encoded once for zero-shot, retrieval and
@@ -76,7 +85,6 @@ class RunModel:
 
       @jax.jit
       def embed_frames(state, frames, mask):
-        from alp_jax.models import heads
         towers = nnx.merge(graphdef, state)
         return heads.audio_embedding(towers.audio_head, frames, mask, towers.audio_pooling)   # (B,E)
 
@@ -92,13 +100,20 @@ class RunModel:
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None) -> "RunModel":
-    from alp_jax import export as export_lib
-    from alp_jax.data import tokenizer as tokenizer_lib
-    config, graphdef, state, step = export_lib.restore_run(workdir, step)
+    config, graphdef, state, step = runs.restore(workdir, step)
     model = nnx.merge(graphdef, state["params"], state["rest"])
-    tokenizer = tokenizer_lib.Tokenizer(config.data.get("tokenizer") or
-                                        Path(config.data.corpus_dir) / tokenizer_lib.MODEL_FILE)
-    return cls(config, model, tokenizer, step=step, workdir=str(Path(workdir).absolute()))
+    return cls(config, model, runs.tokenizer(workdir, config), step=step, workdir=str(workdir))
+
+  @classmethod
+  def from_state(cls, config, graphdef, state) -> "RunModel":
+    """The model of a training state (in-training evaluators; refresh with `update`)."""
+    tokenizer = tokenizer_lib.Tokenizer(tokenizer_lib.path_for(config.data))   # the run's own copy in training
+    return cls(config, nnx.merge(graphdef, state["params"], state["rest"]), tokenizer)
+
+  @classmethod
+  def from_encoder(cls, encoder: encoder_api.AudioEncoder, encoder_dir: str | None = None) -> "RunModel":
+    """An audio encoder alone (exported or random init): probes and LiT, no text side."""
+    return cls(None, None, None, encoder=encoder, encoder_dir=encoder_dir)
 
   @property
   def contrastive(self) -> bool:
@@ -109,12 +124,13 @@ class RunModel:
     return self.decoder is not None
 
   def _need(self, contrastive: bool = False, decoder: bool = False) -> None:
+    where = self.workdir or self.kind
     if contrastive and not self.contrastive:
-      raise MissingHead(f"{self.workdir} trains {self.kind!r}, which has no text tower aligned to the audio "
-                        f"(needs one of {CONTRASTIVE_MODELS})")
+      raise MissingHead(f"{where}: {self.kind!r} has no text tower aligned to the audio (it has "
+                        f"{', '.join(sorted(self.capabilities))})")
     if decoder and not self.has_decoder:
-      raise MissingHead(f"{self.workdir} trains {self.kind!r}, which has no caption decoder "
-                        f"(needs one of {DECODER_MODELS})")
+      raise MissingHead(f"{where}: {self.kind!r} has no caption decoder (it has "
+                        f"{', '.join(sorted(self.capabilities))})")
 
   def _batches(self, frames: list[np.ndarray]):
     length = max(len(f) for f in frames)
@@ -141,7 +157,6 @@ class RunModel:
 
   def log_likelihoods(self, frames: list[np.ndarray], texts: list[str], log=None) -> np.ndarray:
     """(N, M) log p(text m | clip n): summed token log-probabilities (EOS included)."""
-    from alp_jax.models import decoding
     self._need(decoder=True)
     tokens, mask = self.tokenizer.encode_padded(list(texts), self.max_tokens)
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
@@ -156,7 +171,6 @@ class RunModel:
   def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0,
                log=None) -> list[str]:
     """One caption per clip: greedy (beam_size 1) or beam search, max config.data.max_caption_tokens tokens."""
-    from alp_jax.models import decoding
     self._need(decoder=True)
     captions = []
     progress = report.Progress(len(frames), f"decode: clips, beam {beam_size}", quiet=log is None,

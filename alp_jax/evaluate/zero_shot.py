@@ -21,7 +21,7 @@ from alp_jax.evaluate import tasks as tasks_lib
 
 TEMPLATES = ("{label}", "the sound of {label}", "a recording of {label}")
 CONTRASTIVE, LIKELIHOOD = "contrastive", "likelihood"
-POOLING_NAMES = {CONTRASTIVE: "zero_shot", LIKELIHOOD: "zero_shot_likelihood"}
+METHOD_NAMES = {CONTRASTIVE: "zero_shot", LIKELIHOOD: "zero_shot_likelihood"}
 
 
 def methods_of(run) -> tuple[str, ...]:
@@ -56,7 +56,7 @@ def evaluate_task(run, task, *, templates: tuple[str, ...] = TEMPLATES, methods:
                   cache_dir=None, log=print) -> list[dict]:
   """Zero-shot scores of a task's test split, one row per method (default: all the run supports).
 
-  task: a probe task folder or a tasks.Task. Rows: {"task", "metric", "pooling": "zero_shot" or
+  task: a probe task folder or a tasks.Task. Rows: {"task", "metric", "method": "zero_shot" or
   "zero_shot_likelihood", "value", "num_classes", "skipped_files", "skipped", "templates"}.
   """
   task = task if isinstance(task, tasks_lib.Task) else tasks_lib.read_task(task)
@@ -72,7 +72,7 @@ def evaluate_task(run, task, *, templates: tuple[str, ...] = TEMPLATES, methods:
       log(f"[zero-shot] {task.name} ({method}): {task.metric} {value:.4f} ({len(frames)} test clips, "
           f"{len(task.classes)} classes)")
     rows.append({"task": task.name, "task_dir": str(task.directory), "metric": task.metric,
-                 "pooling": POOLING_NAMES[method], "value": value, "num_classes": len(task.classes),
+                 "method": METHOD_NAMES[method], "value": value, "num_classes": len(task.classes),
                  "skipped_files": len(embeddings.skipped), "skipped": [path for path, _ in embeddings.skipped],
                  "templates": list(templates)})
   return rows

@@ -29,7 +29,7 @@ from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
 from alp_jax.data import pipeline
 from alp_jax.data import tokenizer as tokenizer_lib
-from alp_jax.evaluate import registry as eval_registry
+from alp_jax.train import evaluators as evaluator_registry
 from alp_jax.train import checkpoints as ckpt_lib
 from alp_jax.train import distributed
 from alp_jax.train import encoder_init
@@ -177,7 +177,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
        if flops else "[train] step FLOPs unavailable from the compiler")
 
   # --- Evaluators.
-  evaluators = eval_registry.build_all(config, graphdef=graphdef, mesh=mesh)
+  evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
 
   # --- Loop.
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
@@ -229,7 +229,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         if step % config.log_every == 0 or step == config.total_steps:
           pending = (step, metrics)
         if evaluators and config.eval_every and step % config.eval_every == 0:
-          for name, value in eval_registry.run_all(evaluators, state, step):
+          for name, value in evaluator_registry.run_all(evaluators, state, step):
             writer.write(step, {name: value}, prefix="eval")
             last_eval[name] = value
             _log(f"[eval] step {step} {name} {value:.4f}")

@@ -2,6 +2,9 @@
 
 config.evaluators.val = ConfigDict(type="validation_loss", every=100, batches=4, corpus_dir="" (default: the
 training corpus), sources=(), subset_fraction=1.0)
+
+The loss is the objective table's (alp_jax/objectives.py), the one the update step differentiates. Training only:
+the CLI has no training batches to score (`cli = False`).
 """
 from __future__ import annotations
 
@@ -12,14 +15,17 @@ from flax import nnx
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
 from alp_jax.data import pipeline
-from alp_jax.evaluate import registry
+from alp_jax.evaluate import evaluator
+from alp_jax.train import evaluators
 
 
-@registry.register("validation_loss")
-class ValidationLoss:
+@evaluators.register("validation_loss")
+class ValidationLoss(evaluator.Evaluator):
+  task_kind = None
+  cli = False
 
-  def __init__(self, config, eval_cfg, *, graphdef, mesh):
-    self.every = eval_cfg.get("every", config.eval_every)
+  def __init__(self, config, eval_cfg, *, graphdef, mesh, log=None):
+    super().__init__(config, eval_cfg, graphdef=graphdef, mesh=mesh, log=log)
     self.num_batches = eval_cfg.get("batches", 4)
     data_cfg = config.data.copy_and_resolve_references()
     for field in ("corpus_dir", "sources", "subset_fraction"):
