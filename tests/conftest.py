@@ -68,13 +68,8 @@ def tiny_encoder_meta() -> dict:
 
 def write_encoder_dir(out, seed: int = 3, step: int = 7):
   """An exported-encoder folder (encoder_config.json + Orbax params) with seeded random weights."""
-  import json
-  import orbax.checkpoint as ocp
   from alp_jax import encoder_api
-  encoder = encoder_api.AudioEncoder.build(tiny_encoder_meta(), seed=seed)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(out / encoder_api.PARAMS_DIR, encoder.encoder_params_pure())
-  (out / encoder_api.CONFIG_FILE).write_text(json.dumps({**tiny_encoder_meta(), "step": step}))
+  encoder_api.AudioEncoder.build({**tiny_encoder_meta(), "step": step}, seed=seed).save(out)
   return out
 
 
