@@ -27,13 +27,10 @@ def tiny_corpus_dir(tmp_path_factory):
 
 def load_config(name: str, arg: str = "tiny"):
   """configs/<name>.py:get_config(arg), importable from tests."""
-  import importlib.util
   import pathlib
+  from alp_jax.train import runs
   path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return runs.load_config(f"{path}:{arg or ''}")
 
 
 def make_test_config(name: str, corpus_dir, **overrides):

@@ -6,6 +6,7 @@ import numpy as np
 
 from alp_jax.data import pipeline
 from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.train import runs
 from alp_jax.train import trainer
 
 from conftest import make_test_config
@@ -58,7 +59,7 @@ def test_every_model_refuses_a_frontend_encoder_mel_mismatch(tiny_corpus_dir):
   from alp_jax import models
   for name in ("clap", "cappa", "tagging"):
     cfg = make_test_config(name, tiny_corpus_dir)
-    trainer.resolve_vocab(cfg)
+    runs.set_data_sizes(cfg)
     cfg.frontend.num_mel_bins = 64
     with pytest.raises(ValueError, match="num_mel_bins"):
       nnx.eval_shape(lambda: models.build_model(cfg, rngs=nnx.Rngs(0)))

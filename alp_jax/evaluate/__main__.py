@@ -27,20 +27,26 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import importlib.util
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import alp_jax
+from alp_jax import encoder_api
+from alp_jax.data import paths
 from alp_jax.evaluate import caption_tasks
+from alp_jax.evaluate import captioning
+from alp_jax.evaluate import lit
 from alp_jax.evaluate import probe as probe_lib
+from alp_jax.evaluate import retrieval
 from alp_jax.evaluate import run_model as run_model_lib
 from alp_jax.evaluate import tasks as tasks_lib
 from alp_jax.evaluate import tfds_tasks
 from alp_jax.evaluate import zero_shot
+from alp_jax.train import runs as runs_lib
 
 EVALUATIONS = ("probe", "zero_shot", "retrieval", "captioning", "lit")
 SUITES = {"default": ("probe", "zero_shot", "retrieval", "captioning"), "study": ("probe", "lit"),
@@ -61,44 +67,26 @@ def parse_suite(spec: str) -> tuple[str, ...]:
   return tuple(names)
 
 
-def meta_from_config(config) -> dict:
-  """Encoder settings of a training config, as alp_jax.export writes them."""
-  return {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
-          "crop_seconds": config.data.crop_seconds}
-
-
-def load_config(spec: str):
-  """'path/to/config.py[:arg]' -> config.get_config(arg)."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location(f"alp_eval_config_{Path(path).stem}", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
-
-
 def load_encoder(*, encoder: str | None = None, workdir: str | None = None, random_init: str | None = None,
                  step: int | None = None, seed: int = 0, export_dir: str | None = None):
   """-> (AudioEncoder, provenance dict) from exactly one of encoder / workdir / random_init."""
-  from alp_jax import encoder_api
-  from alp_jax import export as export_lib
   if encoder:
     loaded = encoder_api.AudioEncoder.load(encoder)
-    return loaded, {"kind": "encoder", "path": str(Path(encoder).absolute()), "step": loaded.meta.get("step"),
+    return loaded, {"kind": "encoder", "path": os.fspath(paths.resolve(encoder)), "step": loaded.meta.get("step"),
                     "source_workdir": loaded.meta.get("source_workdir")}
   if workdir:
-    meta = export_lib.export(workdir, export_dir, step, quiet=True)
-    return encoder_api.AudioEncoder.load(export_dir), {"kind": "workdir", "path": str(Path(workdir).absolute()),
+    meta = runs_lib.export_encoder(workdir, export_dir, step)
+    return encoder_api.AudioEncoder.load(export_dir), {"kind": "workdir", "path": os.fspath(paths.resolve(workdir)),
                                                        "step": meta["step"]}
-  source = Path(random_init.partition(":")[0])
-  if source.is_dir():
-    config_path = source / encoder_api.CONFIG_FILE
-    if not config_path.exists():
-      raise FileNotFoundError(f"{source} is not an exported encoder (no {encoder_api.CONFIG_FILE})")
-    meta = json.loads(config_path.read_text())
+  if paths.resolve(random_init).is_dir():
+    meta = encoder_api.read_meta(random_init)
   else:
-    if not source.exists():
-      raise FileNotFoundError(f"--random-init {random_init}: neither an encoder folder nor a config file")
-    meta = meta_from_config(load_config(random_init))
+    try:
+      config = runs_lib.load_config(random_init)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"--random-init {random_init}: neither an encoder folder nor a config file "
+                              f"({e})") from None
+    meta = encoder_api.meta_from_config(config)
   return encoder_api.AudioEncoder.build(meta, seed=seed), {"kind": "random_init", "path": random_init, "step": None,
                                                           "init_seed": seed}
 
@@ -151,7 +139,6 @@ def plan(evaluations: tuple[str, ...], *, workdir: bool, explicit: bool, probe_t
 
 def text_side_rows(run, evaluations, probe_tasks, caption_task_dirs, *, beam_sizes, cache_dir, log=print):
   """Zero-shot, retrieval and captioning rows of a RunModel (the parts its model has)."""
-  from alp_jax.evaluate import captioning, retrieval
   rows = []
   if "zero_shot" in evaluations:
     rows += [row for task in probe_tasks for row in zero_shot.evaluate_task(run, task, cache_dir=cache_dir, log=log)]
@@ -170,7 +157,6 @@ def text_side_rows(run, evaluations, probe_tasks, caption_task_dirs, *, beam_siz
 def lit_rows(encoder_dir: str, caption_task_dirs: list[str], lit_root: Path, *, config_spec: str, steps: int,
              batch_size: int, seed: int, beam_sizes, cache_dir, log=print) -> tuple[list[dict], list[dict]]:
   """LiT-style alignment of each caption task: -> (rows with methods "lit_retrieval", "lit_greedy" ..., runs)."""
-  from alp_jax.evaluate import lit
   rows, runs = [], []
   for task_dir in caption_task_dirs:
     workdir = lit_root / Path(task_dir).absolute().name

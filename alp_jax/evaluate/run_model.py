@@ -18,14 +18,18 @@ compiles once; padding rows and frames are masked and change no number.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from alp_jax import encoder_api
+from alp_jax.data import paths
 from alp_jax.data import report
+from alp_jax.models import decoding
+from alp_jax.models import heads
+from alp_jax.train import runs
 
 CLIP_BATCH = 8
 PROGRESS_EVERY_S = 10.0
@@ -52,14 +56,10 @@ class RunModel:
   """The towers of a restored run. Build with `RunModel.from_workdir`."""
 
   def __init__(self, config, model: nnx.Module, tokenizer, *, step: int | None = None, workdir: str = ""):
-    from alp_jax import encoder_api
-    from alp_jax.train import encoder_init
     self.config, self.model, self.tokenizer, self.step, self.workdir = config, model, tokenizer, step, workdir
     self.kind = config.model.name
     self.max_tokens = int(config.data.max_caption_tokens)
-    meta = {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
-            "crop_seconds": config.data.crop_seconds}
-    self.encoder = encoder_api.AudioEncoder(meta, encoder_init.get_encoder(model))
+    self.encoder = encoder_api.AudioEncoder(encoder_api.meta_from_config(config), encoder_api.get_encoder(model))
     self.towers = model if self.kind == "two_towers" else getattr(model, "towers", None)
     self.decoder = getattr(model, "decoder", None) if self.kind in DECODER_MODELS else None
     self._text_fn = self._frames_fn = None
@@ -76,7 +76,6 @@ class RunModel:
 
       @jax.jit
       def embed_frames(state, frames, mask):
-        from alp_jax.models import heads
         towers = nnx.merge(graphdef, state)
         return heads.audio_embedding(towers.audio_head, frames, mask, towers.audio_pooling)   # (B,E)
 
@@ -92,13 +91,10 @@ class RunModel:
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None) -> "RunModel":
-    from alp_jax import export as export_lib
-    from alp_jax.data import tokenizer as tokenizer_lib
-    config, graphdef, state, step = export_lib.restore_run(workdir, step)
+    """The run's latest (or `step`) checkpoint, with the run's own tokenizer (runs.tokenizer)."""
+    config, graphdef, state, step = runs.restore(workdir, step)
     model = nnx.merge(graphdef, state["params"], state["rest"])
-    tokenizer = tokenizer_lib.Tokenizer(config.data.get("tokenizer") or
-                                        Path(config.data.corpus_dir) / tokenizer_lib.MODEL_FILE)
-    return cls(config, model, tokenizer, step=step, workdir=str(Path(workdir).absolute()))
+    return cls(config, model, runs.tokenizer(workdir, config), step=step, workdir=os.fspath(paths.resolve(workdir)))
 
   @property
   def contrastive(self) -> bool:
@@ -141,7 +137,6 @@ class RunModel:
 
   def log_likelihoods(self, frames: list[np.ndarray], texts: list[str], log=None) -> np.ndarray:
     """(N, M) log p(text m | clip n): summed token log-probabilities (EOS included)."""
-    from alp_jax.models import decoding
     self._need(decoder=True)
     tokens, mask = self.tokenizer.encode_padded(list(texts), self.max_tokens)
     tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
@@ -156,7 +151,6 @@ class RunModel:
   def generate(self, frames: list[np.ndarray], *, beam_size: int = 1, length_penalty: float = 0.0,
                log=None) -> list[str]:
     """One caption per clip: greedy (beam_size 1) or beam search, max config.data.max_caption_tokens tokens."""
-    from alp_jax.models import decoding
     self._need(decoder=True)
     captions = []
     progress = report.Progress(len(frames), f"decode: clips, beam {beam_size}", quiet=log is None,

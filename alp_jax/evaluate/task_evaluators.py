@@ -16,7 +16,13 @@ from __future__ import annotations
 import jax
 from flax import nnx
 
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.evaluate import captioning
+from alp_jax.evaluate import probe
 from alp_jax.evaluate import registry
+from alp_jax.evaluate import retrieval
+from alp_jax.evaluate import run_model
+from alp_jax.evaluate import zero_shot
 
 
 class _TaskEvaluator:
@@ -30,11 +36,11 @@ class _TaskEvaluator:
     self._run = None
 
   def run_model(self, state):
-    from alp_jax.evaluate import run_model
-    from alp_jax.train import trainer
     if self._run is None:
       model = nnx.merge(self.graphdef, state["params"], state["rest"])
-      self._run = run_model.RunModel(self.config, model, trainer.resolve_vocab(self.config))
+      # The trainer has pointed config.data at the run's own tokenizer (alp_jax.train.runs.start_tokenizer).
+      tokenizer = tokenizer_lib.Tokenizer(tokenizer_lib.path_for(self.config.data))
+      self._run = run_model.RunModel(self.config, model, tokenizer)
     else:
       self._run.update(state["params"], state["rest"])
     return self._run
@@ -50,7 +56,6 @@ class _TaskEvaluator:
 class ProbeEvaluator(_TaskEvaluator):
 
   def rows(self, run):
-    from alp_jax.evaluate import probe
     pooling = self.eval_cfg.get("pooling", probe.MEAN)
     poolings = probe.POOLINGS if pooling == "both" else (pooling,)
     return probe.evaluate_encoder(run.encoder, list(self.task_dirs), poolings=poolings, log=None)
@@ -63,7 +68,6 @@ class ProbeEvaluator(_TaskEvaluator):
 class ZeroShotEvaluator(_TaskEvaluator):
 
   def rows(self, run):
-    from alp_jax.evaluate import zero_shot
     return [row for task in self.task_dirs for row in zero_shot.evaluate_task(run, task, log=None)]
 
   def metric_name(self, row):
@@ -74,7 +78,6 @@ class ZeroShotEvaluator(_TaskEvaluator):
 class RetrievalEvaluator(_TaskEvaluator):
 
   def rows(self, run):
-    from alp_jax.evaluate import retrieval
     return [row for task in self.task_dirs for row in retrieval.evaluate_task(run, task, log=None)]
 
   def metric_name(self, row):
@@ -85,7 +88,6 @@ class RetrievalEvaluator(_TaskEvaluator):
 class CaptioningEvaluator(_TaskEvaluator):
 
   def rows(self, run):
-    from alp_jax.evaluate import captioning
     beam_sizes = tuple(self.eval_cfg.get("beam_sizes", (1,)))
     return [row for task in self.task_dirs
             for row in captioning.evaluate_task(run, task, beam_sizes=beam_sizes, log=None)]
