@@ -10,6 +10,7 @@ from alp_jax import AudioEncoder
 from alp_jax import encoder_api
 from alp_jax import export as export_lib
 from alp_jax import sharding as sharding_lib
+from alp_jax.data import paths
 from alp_jax.train import encoder_init
 from alp_jax.train import runs as runs_lib
 from alp_jax.train import trainer
@@ -87,6 +88,22 @@ def test_export_and_audio_encoder_embed(runs, tmp_path):
   exported = enc.encoder_params_pure()
   for a, b in zip(jax.tree.leaves(trained), jax.tree.leaves(exported)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_the_run_keeps_its_own_tokenizer(runs):
+  workdir = runs[1][0]
+  config = runs_lib.read_config(workdir)
+  copy = workdir / "tokenizer.model"
+  assert config.data.tokenizer == str(copy) and config.data.tokenizer_sha1 == paths.sha1(copy)
+  assert runs_lib.tokenizer(workdir, config, log=None).sha1 == config.data.tokenizer_sha1
+
+
+def test_export_refuses_the_workdir_as_out_and_leaves_the_run_intact(runs, capsys):
+  workdir = runs[8][0]
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  assert export_lib.main(["--workdir", str(workdir), "--out", str(workdir)]) == 2
+  assert "is not an exported encoder" in capsys.readouterr().err
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
 
 
 def test_model_init_from_exported_encoder(runs, tiny_corpus_dir, tmp_path):
