@@ -1,4 +1,4 @@
-"""`AudioEncoder`: an exported audio encoder as a plain Python object.
+"""`AudioEncoder`: an exported audio encoder as a plain Python object, and the one way to write one.
 
   from alp_jax import AudioEncoder
   enc = AudioEncoder.load(ENC_DIR)
@@ -9,25 +9,122 @@
 Audio is downmixed, resampled to 16 kHz (libsoxr), cut into fixed windows of the training crop length
 (the last one padded and masked) and encoded window by window in fixed-size batches, so one compiled
 function serves every length. Same input, same output: no randomness at inference.
+
+An export folder (local or gs://...) is ENC_DIR/params (the encoder's parameters, Orbax) and
+ENC_DIR/encoder_config.json (`meta_from_config`: frontend settings, config.model.audio, crop_seconds, plus
+provenance). `write_export` writes both, params first and encoder_config.json last, so a folder that holds
+encoder_config.json is a whole encoder; it replaces an earlier export but never writes into a non-empty folder
+that is not one. `get_encoder` finds the audio encoder inside a model or its parameters.
 """
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from alp_jax import models
 from alp_jax.audio import frontend
 from alp_jax.audio import io as audio_io
+from alp_jax.data import paths
 
 CONFIG_FILE = "encoder_config.json"
 PARAMS_DIR = "params"
+ENCODER_ATTR = "audio_encoder"
+# Where each model keeps its audio encoder (attribute path): at the top (two_towers, captioner, tagger) or inside
+# the shared two towers (hybrid).
+ENCODER_PATHS = ((ENCODER_ATTR,), ("towers", ENCODER_ATTR))
+
+
+def meta_from_config(config: ml_collections.ConfigDict, **provenance) -> dict:
+  """encoder_config.json of a training config: what rebuilds its audio encoder (+ provenance: step, ...)."""
+  return {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
+          "crop_seconds": config.data.crop_seconds, **provenance}
+
+
+def is_export(enc_dir: str | os.PathLike) -> bool:
+  return (epath.Path(enc_dir) / CONFIG_FILE).exists()
+
+
+def read_meta(enc_dir: str | os.PathLike) -> dict:
+  """ENC_DIR/encoder_config.json, with a clear error when ENC_DIR is not an exported encoder."""
+  path = epath.Path(enc_dir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{enc_dir} is not an exported encoder (no {CONFIG_FILE}); create one with "
+                            f"`python -m alp_jax.export --workdir RUN --out {enc_dir}`")
+  return json.loads(path.read_text())
+
+
+def check_export_target(enc_dir: str | os.PathLike) -> None:
+  """FileExistsError unless `enc_dir` is absent, empty, an earlier export or an interrupted one (only params*)."""
+  enc_dir = epath.Path(enc_dir)
+  if not enc_dir.exists():
+    return
+  if not enc_dir.is_dir():
+    raise FileExistsError(f"{enc_dir} is a file, not a folder: choose a new or empty folder for the encoder")
+  names = sorted(p.name for p in enc_dir.iterdir())
+  if CONFIG_FILE in names or all(name.startswith((PARAMS_DIR, CONFIG_FILE)) for name in names):
+    return
+  raise FileExistsError(f"{enc_dir} is not empty and is not an exported encoder (no {CONFIG_FILE}; it holds "
+                        f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}): nothing was written; choose "
+                        f"a new or empty folder for the encoder")
+
+
+def write_export(enc_dir: str | os.PathLike, meta: dict, params: dict) -> epath.Path:
+  """Writes an export folder that `AudioEncoder.load` reads back: pure-dict `params` and `meta`.
+
+  Only ENC_DIR/params and ENC_DIR/encoder_config.json are written (an earlier export's are replaced, other files
+  stay). encoder_config.json goes first and comes back last: a crash in between leaves no folder that claims to
+  be an encoder. A non-empty folder that is not an export is refused (FileExistsError) untouched."""
+  enc_dir = paths.resolve(enc_dir)
+  check_export_target(enc_dir)
+  enc_dir.mkdir(parents=True, exist_ok=True)
+  (enc_dir / CONFIG_FILE).unlink(missing_ok=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(enc_dir / PARAMS_DIR, params, force=True)
+  paths.write_text_last(enc_dir / CONFIG_FILE, json.dumps(meta, indent=1))
+  return enc_dir
+
+
+def encoder_path(tree) -> tuple[str, ...]:
+  """The key path of the audio encoder in a params tree (dict or nnx.State) or an nnx model."""
+  for path in ENCODER_PATHS:
+    node, found = tree, True
+    for key in path:
+      if isinstance(node, nnx.Module):
+        found = hasattr(node, key)
+        node = getattr(node, key, None)
+      else:
+        found = key in node
+        node = node[key] if found else None
+      if not found:
+        break
+    if found:
+      return path
+  raise KeyError(f"no audio encoder at any of {['/'.join(p) for p in ENCODER_PATHS]}")
+
+
+def get_encoder(tree):
+  """The audio-encoder subtree of a params tree, or the audio-encoder module of an nnx model."""
+  node = tree
+  for key in encoder_path(tree):
+    node = getattr(node, key) if isinstance(node, nnx.Module) else node[key]
+  return node
+
+
+def set_encoder(params, value) -> None:
+  """Replaces the audio-encoder subtree of a params tree (dict or nnx.State) in place."""
+  *parents, last = encoder_path(params)
+  node = params
+  for key in parents:
+    node = node[key]
+  node[last] = value
 
 
 class AudioEncoder:
@@ -61,18 +158,12 @@ class AudioEncoder:
   @classmethod
   def build(cls, meta: dict, *, seed: int = 0) -> "AudioEncoder":
     """Fresh weights for the architecture in `meta` (the random-init baseline of an exported encoder)."""
-    from alp_jax import models
     return cls(meta, models.encoder_from_config(ml_collections.ConfigDict(meta["audio"]), rngs=nnx.Rngs(seed)))
 
   @classmethod
   def load(cls, enc_dir: str | os.PathLike) -> "AudioEncoder":
-    from alp_jax import models
-    enc_dir = Path(enc_dir).absolute()
-    config_path = enc_dir / CONFIG_FILE
-    if not config_path.exists():
-      raise FileNotFoundError(f"{enc_dir} is not an exported encoder (no {CONFIG_FILE}); create one with "
-                              f"`python -m alp_jax.export --workdir RUN --out {enc_dir}`")
-    meta = json.loads(config_path.read_text())
+    enc_dir = paths.resolve(enc_dir)
+    meta = read_meta(enc_dir)
     audio_cfg = ml_collections.ConfigDict(meta["audio"])
     abstract = nnx.eval_shape(lambda: models.encoder_from_config(audio_cfg, rngs=nnx.Rngs(0)))
     graphdef, abstract_state = nnx.split(abstract)
@@ -84,17 +175,10 @@ class AudioEncoder:
     nnx.replace_by_pure_dict(abstract_state, pure)
     return cls(meta, nnx.merge(graphdef, abstract_state))
 
-  def save(self, enc_dir: str | os.PathLike) -> Path:
-    """Writes an export folder (encoder_config.json + params) that `load` reads back; replaces params there."""
-    enc_dir = Path(enc_dir).absolute()
-    enc_dir.mkdir(parents=True, exist_ok=True)
-    if (enc_dir / PARAMS_DIR).exists():
-      import shutil
-      shutil.rmtree(enc_dir / PARAMS_DIR)
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(enc_dir / PARAMS_DIR, self.encoder_params_pure())
-    (enc_dir / CONFIG_FILE).write_text(json.dumps(self.meta, indent=1))
-    return enc_dir
+  def save(self, enc_dir: str | os.PathLike) -> epath.Path:
+    """Writes an export folder that `load` reads back (`write_export`: replaces an earlier export, refuses a
+    non-empty folder that is not one)."""
+    return write_export(enc_dir, self.meta, self.encoder_params_pure())
 
   def encoder_params_pure(self) -> dict:
     return jax.tree.map(np.asarray, nnx.state(self.module, nnx.Param).to_pure_dict())

@@ -27,13 +27,10 @@ def tiny_corpus_dir(tmp_path_factory):
 
 def load_config(name: str, arg: str = "tiny"):
   """configs/<name>.py:get_config(arg), importable from tests."""
-  import importlib.util
   import pathlib
+  from alp_jax.train import runs
   path = pathlib.Path(__file__).resolve().parent.parent / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
+  return runs.load_config(f"{path}:{arg or ''}")
 
 
 def make_test_config(name: str, corpus_dir, **overrides):
@@ -68,13 +65,8 @@ def tiny_encoder_meta() -> dict:
 
 def write_encoder_dir(out, seed: int = 3, step: int = 7):
   """An exported-encoder folder (encoder_config.json + Orbax params) with seeded random weights."""
-  import json
-  import orbax.checkpoint as ocp
   from alp_jax import encoder_api
-  encoder = encoder_api.AudioEncoder.build(tiny_encoder_meta(), seed=seed)
-  with ocp.StandardCheckpointer() as checkpointer:
-    checkpointer.save(out / encoder_api.PARAMS_DIR, encoder.encoder_params_pure())
-  (out / encoder_api.CONFIG_FILE).write_text(json.dumps({**tiny_encoder_meta(), "step": step}))
+  encoder_api.AudioEncoder.build({**tiny_encoder_meta(), "step": step}, seed=seed).save(out)
   return out
 
 

@@ -21,9 +21,9 @@ from flax import nnx
 
 from alp_jax import sharding as sharding_lib
 from alp_jax.data import pipeline
+from alp_jax.train import runs
 from alp_jax.train import state as state_lib
 from alp_jax.train import step as step_lib
-from alp_jax.train import trainer
 
 from conftest import make_test_config
 
@@ -52,7 +52,7 @@ class Setup:
       if tower in cfg.model:
         cfg.model[tower].dropout = 0.0
         assert not cfg.model[tower].get("scan_layers", False)  # scanned layers deadlock on CPU meshes
-    trainer.resolve_vocab(cfg)
+    runs.set_data_sizes(cfg)
     self.cfg = cfg
     self.mesh = sharding_lib.mesh_from_config(cfg.mesh)
     assert self.mesh.shape["fsdp"] == 8

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from alp_jax import AudioEncoder
-from alp_jax import export as export_lib
+from alp_jax import encoder_api
 from alp_jax import sharding as sharding_lib
 from alp_jax.evaluate import lit
-from alp_jax.train import encoder_init
 from alp_jax.train import freeze
 from alp_jax.train import optimizer as optimizer_lib
+from alp_jax.train import runs
 from alp_jax.train import state as state_lib
 
 from conftest import load_config, write_caption_task
@@ -54,7 +54,7 @@ def test_train_text_side_end_to_end(lit_run, encoder_dir, caption_task, capsys):
   # A missing "source" became the task's name; "tones" came from the file.
   corpus = json.loads((workdir / lit.CORPUS_DIR / "corpus.json").read_text())
   assert sorted(corpus["sources"]) == sorted({caption_task.name, "tones"})
-  config = export_lib.load_config(workdir)
+  config = runs.read_config(workdir)
   assert config.model.audio.to_dict() == json.loads((encoder_dir / "encoder_config.json").read_text())["audio"]
   assert list(config.optimizer.frozen) == ["audio_encoder"] and config.model_init == str(encoder_dir)
   # The same call on the finished workdir returns at once; other settings are refused.
@@ -70,9 +70,9 @@ def test_frozen_audio_encoder_is_bit_identical_and_the_text_side_trains(lit_run,
   want = _flat(AudioEncoder.load(encoder_dir).encoder_params_pure())
   by_step = {}
   for step in (1, 3):
-    _, graphdef, state, _ = export_lib.restore_run(workdir, step)
+    _, graphdef, state, _ = runs.restore(workdir, step)
     by_step[step] = _flat(state["params"])
-    got = _flat(encoder_init.get_encoder(state["params"]))
+    got = _flat(encoder_api.get_encoder(state["params"]))
     assert want.keys() == got.keys()
     for k in want:
       np.testing.assert_array_equal(got[k], want[k], err_msg=f"step {step}: {k}")
@@ -89,7 +89,7 @@ def test_frozen_audio_encoder_is_bit_identical_and_the_text_side_trains(lit_run,
   # dropout) even when asked to train.
   from flax import nnx
   model = nnx.merge(graphdef, state["params"], state["rest"])
-  assert encoder_init.get_encoder(model).frozen is True
+  assert encoder_api.get_encoder(model).frozen is True
   cfg = load_config("clap", "tiny")
   cfg.model.vocab_size = 64
   cfg.model.audio.dropout = 0.1
@@ -147,7 +147,7 @@ def test_cli_lit_suite_reports_retrieval_and_captioning_and_repeats(tmp_path, en
   assert run["workdir"] == str(workdir) and (workdir / "checkpoints" / "3").is_dir()
   # The LiT run's encoder is the given one, bit for bit.
   given = AudioEncoder.load(encoder_dir).encoder_params_pure()
-  trained = export_lib.encoder_params_from_workdir(workdir)
+  trained = runs.restore_encoder(workdir)[1]
   assert _flat(given).keys() == _flat(trained).keys()
   for key, value in _flat(given).items():
     np.testing.assert_array_equal(_flat(trained)[key], value, err_msg=key)

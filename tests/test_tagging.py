@@ -5,6 +5,8 @@ import json
 import numpy as np
 
 from alp_jax.data import pipeline
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.train import runs
 from alp_jax.train import trainer
 
 from conftest import make_test_config
@@ -24,7 +26,7 @@ def test_multi_hot_labels_and_weights(tiny_corpus_dir):
   cfg = pipeline.default_data_config()
   cfg.corpus_dir, cfg.label_task = str(tiny_corpus_dir), "sound_type"
   vocab = pipeline.label_vocabulary(cfg)
-  transform = pipeline.ExampleTransform(pipeline._tokenizer_path(cfg), 1600, 8, train=False,
+  transform = pipeline.ExampleTransform(str(tokenizer_lib.path_for(cfg)), 1600, 8, train=False,
                                         label_task="sound_type", label_vocab=tuple(vocab))
   base = {"captions": ["a sound"], "caption_index": -1, "audio": np.ones(3200, np.int16), "source_index": 0,
           "clip_key": 1}
@@ -57,7 +59,7 @@ def test_every_model_refuses_a_frontend_encoder_mel_mismatch(tiny_corpus_dir):
   from alp_jax import models
   for name in ("clap", "cappa", "tagging"):
     cfg = make_test_config(name, tiny_corpus_dir)
-    trainer.resolve_vocab(cfg)
+    runs.set_data_sizes(cfg)
     cfg.frontend.num_mel_bins = 64
     with pytest.raises(ValueError, match="num_mel_bins"):
       nnx.eval_shape(lambda: models.build_model(cfg, rngs=nnx.Rngs(0)))

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 from alp_jax import AudioEncoder
+from alp_jax import encoder_api
 from alp_jax import export as export_lib
 from alp_jax import sharding as sharding_lib
+from alp_jax.data import paths
 from alp_jax.train import encoder_init
+from alp_jax.train import runs as runs_lib
 from alp_jax.train import trainer
 
 from conftest import make_test_config
@@ -50,8 +53,8 @@ def test_restore_onto_a_different_mesh(runs):
   mesh8 = sharding_lib.mesh_from_config(sharding_lib.default_mesh_config(), devices)
   for n, workdir_summary in runs.items():
     workdir = workdir_summary[0]
-    _, _, on1, step1 = export_lib.restore_run(workdir, mesh=mesh1)
-    _, _, on8, step8 = export_lib.restore_run(workdir, mesh=mesh8)
+    _, _, on1, step1 = runs_lib.restore(workdir, mesh=mesh1)
+    _, _, on8, step8 = runs_lib.restore(workdir, mesh=mesh8)
     assert step1 == step8 == 4
     leaves8 = jax.tree.leaves(on8["params"])
     assert any(len(x.sharding.device_set) == 8 and not x.sharding.is_fully_replicated for x in leaves8)
@@ -87,25 +90,41 @@ def test_export_and_audio_encoder_embed(runs, tmp_path):
     np.testing.assert_array_equal(a, b)
 
 
+def test_the_run_keeps_its_own_tokenizer(runs):
+  workdir = runs[1][0]
+  config = runs_lib.read_config(workdir)
+  copy = workdir / "tokenizer.model"
+  assert config.data.tokenizer == str(copy) and config.data.tokenizer_sha1 == paths.sha1(copy)
+  assert runs_lib.tokenizer(workdir, config, log=None).sha1 == config.data.tokenizer_sha1
+
+
+def test_export_refuses_the_workdir_as_out_and_leaves_the_run_intact(runs, capsys):
+  workdir = runs[8][0]
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  assert export_lib.main(["--workdir", str(workdir), "--out", str(workdir)]) == 2
+  assert "is not an exported encoder" in capsys.readouterr().err
+  assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+
+
 def test_model_init_from_exported_encoder(runs, tiny_corpus_dir, tmp_path):
   export_lib.export(runs[8][0], tmp_path / "enc", quiet=True)
   cfg = make_test_config("cappa", tiny_corpus_dir, model_init=str(tmp_path / "enc"), total_steps=0)
   from alp_jax.train import optimizer as optimizer_lib
   from alp_jax.train import state as state_lib
-  trainer.resolve_vocab(cfg)
+  runs_lib.set_data_sizes(cfg)
   mesh = sharding_lib.mesh_from_config(cfg.mesh)
   tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, 10)
   _, _, shardings = state_lib.state_shardings(cfg, mesh, tx)
   state = state_lib.init_state(cfg, mesh, tx, shardings, seed=1)
   loaded = encoder_init.load_into_state(state, tmp_path / "enc", mesh)
   want = jax.tree.leaves(AudioEncoder.load(tmp_path / "enc").encoder_params_pure())
-  got = jax.tree.leaves(jax.device_get(encoder_init.get_encoder(loaded["params"])))
+  got = jax.tree.leaves(jax.device_get(encoder_api.get_encoder(loaded["params"])))
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a, b)
   # A different encoder size is refused with a message naming the mismatch.
   cfg_small = make_test_config("cappa", tiny_corpus_dir)
   cfg_small.model.audio.stack = 2
-  trainer.resolve_vocab(cfg_small)
+  runs_lib.set_data_sizes(cfg_small)
   _, _, shardings_small = state_lib.state_shardings(cfg_small, mesh, tx)
   state_small = state_lib.init_state(cfg_small, mesh, tx, shardings_small, seed=1)
   with pytest.raises(ValueError, match="shape mismatches"):
@@ -126,7 +145,7 @@ def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp
   # Rejected updates leave the parameters at their initial values.
   from alp_jax.train import optimizer as optimizer_lib
   from alp_jax.train import state as state_lib
-  restored_cfg, _, restored, _ = export_lib.restore_run(tmp_path / "skip")
+  restored_cfg, _, restored, _ = runs_lib.restore(tmp_path / "skip")
   mesh = sharding_lib.mesh_from_config(sharding_lib.default_mesh_config())
   tx, _ = optimizer_lib.make_optimizer(restored_cfg.optimizer, restored_cfg.total_steps)
   _, _, shardings = state_lib.state_shardings(restored_cfg, mesh, tx)

@@ -56,8 +56,8 @@ def _wait_for_step(proc, workdir, step: int, timeout: float = 240.0) -> None:
 
 def _params(workdir):
   import jax
-  from alp_jax import export
-  _, _, state, step = export.restore_run(workdir)
+  from alp_jax.train import runs
+  _, _, state, step = runs.restore(workdir)
   flat = jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]
   return step, {jax.tree_util.keystr(k): np.asarray(v) for k, v in flat}
 

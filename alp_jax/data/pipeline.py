@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 import grain
 import ml_collections
 import numpy as np
+from etils import epath
 
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import records
@@ -37,7 +38,9 @@ _KEY_STRIDE = 2**40
 def default_data_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       corpus_dir="",            # a prepared corpus (python -m alp_jax.data.prepare)
-      tokenizer="",             # sentencepiece model; default <corpus_dir>/tokenizer.model
+      tokenizer="",             # sentencepiece model; default <corpus_dir>/tokenizer.model (tokenizer.path_for);
+                                # the trainer points it at the run's own copy, <workdir>/tokenizer.model
+      tokenizer_sha1="",        # set by the trainer: sha1 of the run's copy (checked when a run is read back)
       sources=(),               # names of sources to use; empty = all
       mixture="hours",          # "hours": weight = hours x factor (study); "explicit": weight = factor
       source_weights={},        # source name -> factor (default 1.0)
@@ -68,7 +71,7 @@ class SourceInfo:
 
 
 def load_sources(corpus_dir, names=()) -> list[SourceInfo]:
-  corpus_dir = Path(corpus_dir)
+  corpus_dir = epath.Path(corpus_dir)
   corpus = prepare_lib.load_corpus(corpus_dir)
   available = corpus["sources"]
   names = list(names) or sorted(available)
@@ -78,8 +81,9 @@ def load_sources(corpus_dir, names=()) -> list[SourceInfo]:
   out = []
   for name in names:
     s = available[name]
-    index = np.load(corpus_dir / s["index"])
-    out.append(SourceInfo(name, tuple(str(corpus_dir / p) for p in s["shards"]), index["subset_key"],
+    with (corpus_dir / s["index"]).open("rb") as f:
+      index = dict(np.load(f))
+    out.append(SourceInfo(name, tuple(os.fspath(corpus_dir / p) for p in s["shards"]), index["subset_key"],
                           index["num_captions"], index["num_samples"], s["hours"]))
   return out
 
@@ -185,7 +189,7 @@ def batch_spec(cfg, batch_size: int, num_classes: int = 0) -> dict[str, tuple[tu
 
 def label_vocabulary(cfg) -> list[str]:
   """The class order of data.label_task, from the corpus's labels.json."""
-  path = Path(cfg.corpus_dir) / prepare_lib.LABELS_FILE
+  path = epath.Path(cfg.corpus_dir) / prepare_lib.LABELS_FILE
   if not path.exists():
     raise FileNotFoundError(f"{path} not found: re-run prepare on {cfg.corpus_dir} (it writes the label vocabulary)")
   vocab = json.loads(path.read_text())
@@ -195,14 +199,11 @@ def label_vocabulary(cfg) -> list[str]:
   return list(vocab[cfg.label_task])
 
 
-def _tokenizer_path(cfg) -> str:
-  return cfg.tokenizer or str(Path(cfg.corpus_dir) / tokenizer_lib.MODEL_FILE)
-
-
 def _transform(cfg, train: bool) -> ExampleTransform:
   task = cfg.get("label_task", "")
-  return ExampleTransform(_tokenizer_path(cfg), int(round(cfg.crop_seconds * SAMPLE_RATE)), cfg.max_caption_tokens,
-                          train=train, label_task=task, label_vocab=tuple(label_vocabulary(cfg)) if task else ())
+  return ExampleTransform(os.fspath(tokenizer_lib.path_for(cfg)), int(round(cfg.crop_seconds * SAMPLE_RATE)),
+                          cfg.max_caption_tokens, train=train, label_task=task,
+                          label_vocab=tuple(label_vocabulary(cfg)) if task else ())
 
 
 def check_batch_size(global_batch_size: int, process_count: int) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 from array_record.python.array_record_module import ArrayRecordWriter
+from etils import epath
 
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
 from alp_jax.data import ingest as ingest_lib
@@ -247,7 +248,7 @@ def summary_text(corpus: dict, out: Path, problems: report.ProblemLog | None = N
 
 def load_corpus(corpus_dir) -> dict:
   """corpus.json of a finished prepare, with a clear error when absent."""
-  path = Path(corpus_dir) / CORPUS_FILE
+  path = epath.Path(corpus_dir) / CORPUS_FILE   # training reads corpora through epath (gs:// too)
   if not path.exists():
     raise FileNotFoundError(f"{corpus_dir} is not a prepared corpus (no {CORPUS_FILE}); run "
                             f"`python -m alp_jax.data.prepare --manifest ... --out {corpus_dir}` first")

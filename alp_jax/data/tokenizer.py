@@ -2,19 +2,24 @@
 
   python -m alp_jax.data.tokenizer --corpus DIR [--vocab-size N] [--model-type unigram|bpe]
 
-Reads DIR/captions.txt (written by prepare) and writes DIR/tokenizer.model (+ .vocab). Any local sentencepiece
-model can be loaded instead with `Tokenizer(path)`; its special ids must match the ones below or be remapped.
-Ids: PAD=0, UNK=1, BOS=2, EOS=3. Text is NFKC-normalised and case-folded.
+Reads DIR/captions.txt (written by prepare) and writes DIR/tokenizer.model (+ .vocab). Any sentencepiece model
+(a local file or gs://...) can be loaded instead with `Tokenizer(path)`; its special ids must match the ones below
+or be remapped. Ids: PAD=0, UNK=1, BOS=2, EOS=3. Text is NFKC-normalised and case-folded.
+
+Which tokenizer a data config uses is one rule, `path_for(data_cfg)`: data.tokenizer if set, else
+CORPUS_DIR/tokenizer.model. A training run keeps its own copy (alp_jax.train.runs).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import sentencepiece as spm
+from etils import epath
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILE = "tokenizer.model"
@@ -25,11 +30,13 @@ class Tokenizer:
 
   def __init__(self, model_path: str | os.PathLike):
     model_path = os.fspath(model_path)
-    if not os.path.isfile(model_path):
+    if not epath.Path(model_path).is_file():
       raise FileNotFoundError(f"tokenizer model not found: {model_path} (train one with "
                               f"`python -m alp_jax.data.tokenizer --corpus DIR`)")
     self.path = model_path
-    self.sp = spm.SentencePieceProcessor(model_file=model_path)
+    model_proto = epath.Path(model_path).read_bytes()   # through epath: the file may be remote
+    self.sha1 = hashlib.sha1(model_proto).hexdigest()
+    self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
     ids = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
     if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
       raise ValueError(f"{model_path}: special ids (pad, unk, bos, eos) = {ids}, expected "
@@ -82,8 +89,9 @@ def train(corpus_dir: str | os.PathLike, *, vocab_size: int = 8000, model_type: 
   return path
 
 
-def load_for_corpus(corpus_dir: str | os.PathLike, model_path: str | None = None) -> Tokenizer:
-  return Tokenizer(model_path or Path(corpus_dir) / MODEL_FILE)
+def path_for(data_cfg) -> epath.Path:
+  """The tokenizer a data config names: data.tokenizer if set, else CORPUS_DIR/tokenizer.model."""
+  return epath.Path(data_cfg.get("tokenizer") or epath.Path(data_cfg.corpus_dir) / MODEL_FILE)
 
 
 def main(argv=None) -> int:

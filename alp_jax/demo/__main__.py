@@ -25,7 +25,6 @@ tokenizer, the training checkpoints (training resumes), the rendered task clips 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import sys
@@ -42,9 +41,8 @@ from alp_jax.demo import sysdeps
 from alp_jax.demo import tasks as demo_tasks
 from alp_jax.encoder_api import AudioEncoder
 from alp_jax.evaluate.run_model import RunModel
+from alp_jax.train import runs
 from alp_jax.train import trainer
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _banner(text: str) -> None:
@@ -79,18 +77,11 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
           "vocab_size": tok.vocab_size}
 
 
-def _load_config(name: str, arg: str):
-  spec = importlib.util.spec_from_file_location(f"alp_config_{name}", REPO / "configs" / f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
 def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
     _banner(f"{i}/4 pretrain a tiny {label} model ({name}) and export its encoder")
-    cfg = _load_config(name, "tiny")
+    cfg = runs.load_config(f"configs/{name}.py:tiny")
     cfg.data.corpus_dir = corpus_dir
     if steps:
       cfg.total_steps = steps

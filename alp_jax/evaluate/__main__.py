@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ import ml_collections
 
 import alp_jax
 from alp_jax import encoder_api
+from alp_jax.data import paths
 from alp_jax.evaluate import evaluator as evaluator_lib
 from alp_jax.evaluate import run_model as run_model_lib
 from alp_jax.evaluate import tasks as tasks_lib
@@ -83,18 +85,20 @@ def load_encoder(*, encoder: str | None = None, workdir: str | None = None, rand
   """-> (AudioEncoder, provenance dict) from exactly one of encoder / workdir / random_init."""
   if encoder:
     loaded = encoder_api.AudioEncoder.load(encoder)
-    return loaded, {"kind": "encoder", "path": str(Path(encoder).absolute()), "step": loaded.meta.get("step"),
+    return loaded, {"kind": "encoder", "path": os.fspath(paths.resolve(encoder)), "step": loaded.meta.get("step"),
                     "source_workdir": loaded.meta.get("source_workdir")}
   if workdir:
     run = run_model_lib.RunModel.from_workdir(workdir, step)
-    return run.encoder, {"kind": "workdir", "path": str(workdir), "step": run.step}
-  source = Path(random_init.partition(":")[0])
-  if source.is_dir():
-    meta = encoder_api.read_meta(source)
+    return run.encoder, {"kind": "workdir", "path": os.fspath(paths.resolve(workdir)), "step": run.step}
+  if paths.resolve(random_init.partition(":")[0]).is_dir():
+    meta = encoder_api.read_meta(random_init.partition(":")[0])
   else:
-    if not source.exists():
-      raise FileNotFoundError(f"--random-init {random_init}: neither an encoder folder nor a config file")
-    meta = encoder_api.meta_from_config(runs.load_config(random_init))
+    try:
+      config = runs.load_config(random_init)
+    except FileNotFoundError as e:
+      raise FileNotFoundError(f"--random-init {random_init}: neither an encoder folder nor a config file "
+                              f"({e})") from None
+    meta = encoder_api.meta_from_config(config)
   return encoder_api.AudioEncoder.build(meta, seed=seed), {"kind": "random_init", "path": random_init, "step": None,
                                                           "init_seed": seed}
 
@@ -103,7 +107,7 @@ def load_source(args) -> tuple[run_model_lib.RunModel, dict]:
   """The model the evaluators see: a training run (every part it has), or an encoder alone."""
   if args.workdir:
     run = run_model_lib.RunModel.from_workdir(args.workdir, args.step)
-    return run, {"kind": "workdir", "path": str(args.workdir), "step": run.step}
+    return run, {"kind": "workdir", "path": os.fspath(paths.resolve(args.workdir)), "step": run.step}
   encoder, provenance = load_encoder(encoder=args.encoder, random_init=args.random_init, seed=args.seed)
   return run_model_lib.RunModel.from_encoder(encoder, encoder_dir=args.encoder), provenance
 

@@ -10,7 +10,7 @@ it defaults to the task's folder name, "id" to the audio path). Into WORKDIR it 
   train_manifest.jsonl   the normalised train split (absolute audio paths, a source on every line)
   corpus/                that split prepared (alp_jax.data.prepare) + a sentencepiece tokenizer on its captions;
                          a finished corpus of the same manifest is reused
-  config.json, checkpoints/, metrics.jsonl   the training run (alp_jax.train.trainer), resumable
+  config.json, tokenizer.model, checkpoints/, metrics.jsonl   the training run (alp_jax.train.runs), resumable
   lit.json               what was trained from what (encoder, task, model, steps, frozen groups, seconds)
 
 The model is `configs/hybrid.py:tiny` by default, so one run yields both a contrastive text encoder (retrieval)
@@ -31,26 +31,18 @@ from typing import Callable
 
 import ml_collections
 
+from alp_jax import encoder_api
+from alp_jax import models
+from alp_jax.data import prepare as prepare_lib
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.models import encoders
+from alp_jax.train import runs
+from alp_jax.train import trainer
+
 FROZEN = ("audio_encoder",)
 LIT_FILE = "lit.json"
 MANIFEST_FILE = "train_manifest.jsonl"
 CORPUS_DIR = "corpus"
-_REPO = Path(__file__).resolve().parents[2]
-
-
-def load_config_spec(spec: str) -> ml_collections.ConfigDict:
-  """'configs/NAME.py[:variants]' -> get_config(variants); a relative path is tried from the working directory,
-  then from the repository root."""
-  import importlib.util
-  path, _, arg = spec.partition(":")
-  candidates = [Path(path), _REPO / path]
-  found = next((p for p in candidates if p.is_file()), None)
-  if found is None:
-    raise FileNotFoundError(f"config file {path!r} not found (looked in {os.getcwd()} and {_REPO})")
-  module_spec = importlib.util.spec_from_file_location(f"alp_lit_config_{found.stem}", found)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
 
 
 def normalise_manifest(task_dir: Path, out: Path) -> int:
@@ -84,24 +76,17 @@ def normalise_manifest(task_dir: Path, out: Path) -> int:
   return len(lines)
 
 
-def encoder_meta(encoder_dir: Path) -> dict:
-  from alp_jax import encoder_api
-  path = encoder_dir / encoder_api.CONFIG_FILE
-  if not path.exists():
-    raise FileNotFoundError(f"{encoder_dir} is not an exported encoder (no {encoder_api.CONFIG_FILE}); create one "
-                            f"with `python -m alp_jax.export --workdir RUN --out {encoder_dir}`")
-  return json.loads(path.read_text())
-
-
 def lit_config(encoder_dir: Path, corpus_dir: Path, *, config_spec: str, steps: int, batch_size: int, seed: int,
                learning_rate: float | None = None) -> ml_collections.ConfigDict:
   """The training config: `config_spec` with the exported encoder's audio settings, frozen and loaded."""
-  meta = encoder_meta(encoder_dir)
-  config = load_config_spec(config_spec)
+  meta = encoder_api.read_meta(encoder_dir)
+  config = runs.load_config(config_spec)
   if "audio" not in config.model:
     raise ValueError(f"{config_spec}: model {config.model.name!r} has no audio encoder to freeze")
-  if config.loss.kind == "tagging":
-    raise ValueError(f"{config_spec}: LiT trains a text side (two_towers, captioner or hybrid), not a tagger")
+  parts = models.capabilities_of(models.MODELS.get(config.model.name))
+  if not parts & {encoders.TEXT_TOWER, encoders.CAPTION_DECODER}:
+    raise ValueError(f"{config_spec}: LiT trains a text side (a text tower or a caption decoder); model "
+                     f"{config.model.name!r} has {', '.join(sorted(parts)) or 'none'}")
   config.model.audio = ml_collections.ConfigDict(meta["audio"])
   config.frontend = ml_collections.ConfigDict(meta["frontend"])
   config.data.crop_seconds = float(meta["crop_seconds"])
@@ -157,19 +142,15 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
     overrides: {"dotted.field": value} applied to the config last (e.g. {"optimizer.warmup_steps": 50}).
     log: progress lines (None: quiet); the trainer prints its own progress lines.
   Returns:
-    The workdir (a training workdir the evaluators read: config.json, checkpoints/, corpus/tokenizer.model).
+    The workdir (a training workdir the evaluators read: config.json, checkpoints/, tokenizer.model).
   """
-  from alp_jax.data import prepare as prepare_lib
-  from alp_jax.data import tokenizer as tokenizer_lib
-  from alp_jax.train import trainer
-
   say = log or (lambda _: None)
   t0 = time.perf_counter()
   encoder_dir, task_dir, workdir = (Path(p).absolute() for p in (encoder_dir, task_dir, workdir))
   if not (task_dir / "train.jsonl").is_file():
     raise FileNotFoundError(f"{task_dir}: no train.jsonl; LiT-style alignment trains the text side on a caption "
                             f"task's train split (train.jsonl, one clip a line: id, audio, captions[, source])")
-  encoder_meta(encoder_dir)  # a clear error before any work
+  encoder_api.read_meta(encoder_dir)  # a clear error before any work
   request = {"encoder_dir": str(encoder_dir), "task_dir": str(task_dir), "config_spec": config_spec,
              "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
              "vocab_size": vocab_size, "overrides": json.loads(json.dumps(overrides or {}, default=str))}

@@ -20,7 +20,6 @@ compiles once; padding rows and frames are masked and change no number.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from alp_jax import encoder_api
+from alp_jax.data import paths
 from alp_jax.data import report
 from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.models import decoding, encoders, heads
@@ -100,9 +100,10 @@ class RunModel:
 
   @classmethod
   def from_workdir(cls, workdir: str | os.PathLike, step: int | None = None) -> "RunModel":
+    """The run's latest (or `step`) checkpoint, with the run's own tokenizer (runs.tokenizer)."""
     config, graphdef, state, step = runs.restore(workdir, step)
     model = nnx.merge(graphdef, state["params"], state["rest"])
-    return cls(config, model, runs.tokenizer(workdir, config), step=step, workdir=str(workdir))
+    return cls(config, model, runs.tokenizer(workdir, config), step=step, workdir=os.fspath(paths.resolve(workdir)))
 
   @classmethod
   def from_state(cls, config, graphdef, state) -> "RunModel":

@@ -4,23 +4,38 @@ Layout: <workdir>/checkpoints/<step>/{state, data}. `state` is the train-state p
 step, base RNG key) saved with StandardSave (sharded arrays, each process writes its shards); `data` is the grain
 iterator state, one JSON per process. Saves are asynchronous; the last N are kept, optionally the best by a metric.
 Restoring takes an abstract target whose leaves carry concrete NamedShardings of the *current* mesh, so a
-checkpoint written on 8 devices restores onto 1 and back.
+checkpoint written on 8 devices restores onto 1 and back. The workdir may be gs://...: Orbax gets it unchanged.
 """
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from alp_jax.data import paths
+
+CHECKPOINTS_DIR = "checkpoints"
+
+
+def directory(workdir: str | os.PathLike) -> epath.Path:
+  """WORKDIR/checkpoints (a local workdir made absolute, a remote one unchanged)."""
+  return paths.resolve(workdir) / CHECKPOINTS_DIR
+
+
+def has_checkpoint(workdir: str | os.PathLike) -> bool:
+  """Whether WORKDIR/checkpoints holds a finished step (Orbax's unfinished saves are named STEP.orbax-...)."""
+  folder = directory(workdir)
+  return folder.is_dir() and any(p.name.isdigit() for p in folder.iterdir())
 
 
 class Checkpointer:
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, best_metric: str | None = None,
                best_mode: str = "max", async_save: bool = True):
-    self.directory = Path(workdir).absolute() / "checkpoints"
+    self.directory = directory(workdir)
     self.best_metric = best_metric
     if jax.devices()[0].platform == "cpu":
       # Async saves run cross-device collectives (orbax's barrier) from a background thread; on CPU devices

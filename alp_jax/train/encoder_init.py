@@ -6,51 +6,14 @@ tagger: train one with the "tagging" objective, export it, and point model_init 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import jax
 import numpy as np
-from flax import nnx
 
-ENCODER_ATTR = "audio_encoder"
-# Where each model keeps its audio encoder (attribute path): at the top (two_towers, captioner, tagger) or inside
-# the shared two towers (hybrid).
-ENCODER_PATHS = ((ENCODER_ATTR,), ("towers", ENCODER_ATTR))
-
-
-def encoder_path(tree) -> tuple[str, ...]:
-  """The key path of the audio encoder in a params tree (dict or nnx.State) or an nnx model."""
-  for path in ENCODER_PATHS:
-    node, found = tree, True
-    for key in path:
-      if isinstance(node, nnx.Module):
-        found = hasattr(node, key)
-        node = getattr(node, key, None)
-      else:
-        found = key in node
-        node = node[key] if found else None
-      if not found:
-        break
-    if found:
-      return path
-  raise KeyError(f"no audio encoder at any of {['/'.join(p) for p in ENCODER_PATHS]}")
-
-
-def get_encoder(tree):
-  """The audio-encoder subtree of a params tree, or the audio-encoder module of an nnx model."""
-  node = tree
-  for key in encoder_path(tree):
-    node = getattr(node, key) if isinstance(node, nnx.Module) else node[key]
-  return node
-
-
-def set_encoder(params, value) -> None:
-  """Replaces the audio-encoder subtree of a params tree (dict or nnx.State) in place."""
-  *parents, last = encoder_path(params)
-  node = params
-  for key in parents:
-    node = node[key]
-  node[last] = value
+from alp_jax import encoder_api
+from alp_jax.data import paths
+from alp_jax.train import checkpoints as ckpt_lib
+from alp_jax.train import runs
 
 
 def _flat(tree) -> dict:
@@ -64,22 +27,20 @@ def _key(path) -> str:
 
 
 def load_encoder_params(path: str | os.PathLike) -> dict:
-  """Pure-dict audio-encoder parameters (numpy) from an export folder or a training workdir."""
-  from alp_jax import encoder_api
-  path = Path(path)
-  if (path / encoder_api.CONFIG_FILE).exists():
+  """Pure-dict audio-encoder parameters (numpy) from an export folder or a training workdir (its latest step)."""
+  path = paths.resolve(path)
+  if encoder_api.is_export(path):
     return encoder_api.AudioEncoder.load(path).encoder_params_pure()
-  if (path / "checkpoints").is_dir():
-    from alp_jax import export
-    return export.encoder_params_from_workdir(path)
+  if ckpt_lib.directory(path).is_dir():
+    return runs.restore_encoder(path)[1]
   raise FileNotFoundError(f"model_init={path} is neither an exported encoder (no {encoder_api.CONFIG_FILE}) "
-                          f"nor a training workdir (no checkpoints/)")
+                          f"nor a training workdir (no {ckpt_lib.CHECKPOINTS_DIR}/)")
 
 
 def load_into_state(state: dict, path: str | os.PathLike, mesh) -> dict:
   """Replaces state['params'].audio_encoder by the encoder at `path`; a clear error on any shape mismatch."""
   loaded = _flat(load_encoder_params(path))
-  target_state = get_encoder(state["params"])
+  target_state = encoder_api.get_encoder(state["params"])
   target = _flat(target_state)
   missing = sorted(set(target) - set(loaded))
   extra = sorted(set(loaded) - set(target))
@@ -96,5 +57,5 @@ def load_into_state(state: dict, path: str | os.PathLike, mesh) -> dict:
 
   new_encoder = jax.tree_util.tree_map_with_path(put, target_state)
   params = state["params"]
-  set_encoder(params, new_encoder)
+  encoder_api.set_encoder(params, new_encoder)
   return {**state, "params": params}

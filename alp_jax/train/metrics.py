@@ -1,12 +1,17 @@
-"""Metrics to a JSONL file and TensorBoard event files in the workdir; only process 0 writes."""
+"""Metrics to a JSONL file and TensorBoard event files in the workdir; only process 0 writes.
+
+The workdir may be local or remote (gs://...): metrics.jsonl is written through epath, and tensorboardX gets the
+logdir string unchanged (it writes gs:// itself).
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
-from pathlib import Path
 
 import jax
+
+from alp_jax.data import paths
 
 
 class MetricWriter:
@@ -16,12 +21,12 @@ class MetricWriter:
     self._jsonl = self._tb = None
     if not self.enabled:
       return
-    workdir = Path(workdir)
+    workdir = paths.resolve(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+    self._jsonl = (workdir / "metrics.jsonl").open("a")
     if tensorboard:
       from tensorboardX import SummaryWriter
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+      self._tb = SummaryWriter(os.fspath(workdir / "tensorboard"))
 
   def write(self, step: int, metrics: dict, prefix: str = "train") -> None:
     if not self.enabled:

@@ -4,7 +4,7 @@
 
 Sections, top to bottom: distributed init, mesh, data, model + sharding, update step, checkpoint (resume),
 evaluators, loop. Restarting with the same workdir resumes exactly (parameters, optimizer, step, RNG and the
-grain iterator position). SIGTERM saves a checkpoint and exits cleanly. A non-finite loss or gradient never
+grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py). SIGTERM saves a checkpoint and exits cleanly. A non-finite loss or gradient never
 reaches the parameters: the update is rejected on device; with nonfinite="stop" the run stops at the next host
 check naming the step (the last checkpoint stays intact), with nonfinite="skip" it continues and counts.
 """
@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -27,8 +26,8 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from alp_jax import models
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.data import paths
 from alp_jax.data import pipeline
-from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.train import evaluators as evaluator_registry
 from alp_jax.train import checkpoints as ckpt_lib
 from alp_jax.train import distributed
@@ -37,6 +36,7 @@ from alp_jax.train import freeze
 from alp_jax.train import metrics as metrics_lib
 from alp_jax.train import optimizer as optimizer_lib
 from alp_jax.train import perf
+from alp_jax.train import runs
 from alp_jax.train import state as state_lib
 from alp_jax.train import step as step_lib
 
@@ -53,17 +53,6 @@ def _log(msg: str) -> None:
 def _fmt_seconds(s: float) -> str:
   s = int(max(s, 0))
   return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def resolve_vocab(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
-  """Sizes that come from the corpus: the tokenizer's vocabulary and, for tagging, the label classes."""
-  tok = tokenizer_lib.Tokenizer(config.data.tokenizer or Path(config.data.corpus_dir) / tokenizer_lib.MODEL_FILE)
-  with config.unlocked():
-    if config.model.get("vocab_size") != tok.vocab_size:
-      config.model.vocab_size = tok.vocab_size
-    if config.data.get("label_task"):
-      config.model.num_classes = len(pipeline.label_vocabulary(config.data))
-  return tok
 
 
 def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
@@ -95,8 +84,8 @@ class _Preemption:
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
-  """Runs (or resumes) training; returns a summary dict."""
-  workdir = Path(workdir)
+  """Runs (or resumes) training in `workdir` (local or gs://...); returns a summary dict."""
+  workdir = paths.resolve(workdir)
   # --- Distributed and mesh.
   distributed.maybe_initialize(config.get("distributed"))
   mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
@@ -104,11 +93,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   _log(f"[train] {jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"mesh {dict(mesh.shape)}")
 
-  # --- Data.
-  resolve_vocab(config)
+  # --- Data: the run's own tokenizer (copied at the first start), sizes from the data, config.json.
+  runs.start_tokenizer(workdir, config, log=_log)
+  runs.set_data_sizes(config)
   if jax.process_index() == 0:
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(config.to_json_best_effort(indent=1))
+    runs.write_config(workdir, config)
   process_index, process_count = jax.process_index(), jax.process_count()
   data_iter = pipeline.host_iterator(config.data, config.batch_size, process_index=process_index,
                                      process_count=process_count)

@@ -1,0 +1,152 @@
+"""A training run on disk (alp_jax/train/runs.py): config files, config.json, the run's own tokenizer, and an
+export that never writes over what it did not make. No training here: the trainer's own calls are checked in
+test_train.py on its trained runs."""
+import json
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from alp_jax import encoder_api
+from alp_jax import export as export_lib
+from alp_jax.data import paths
+from alp_jax.data import pipeline
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.train import runs
+
+from conftest import tiny_encoder_meta
+
+WORDS = ("low", "high", "tone", "sound", "the", "of", "a", "recording", "noise", "beep", "pitched", "steady")
+CAPTION = "a low pitched steady tone of the recording"
+
+
+def _corpus(folder, vocab_size: int, seed: int = 0):
+  """A folder with captions.txt and a tokenizer trained on it (all the run-tokenizer code reads of a corpus)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  (folder / "captions.txt").write_text("\n".join(" ".join(rng.choice(WORDS, 6)) for _ in range(300)) + "\n")
+  tokenizer_lib.train(folder, vocab_size=vocab_size, quiet=True)
+  return folder
+
+
+def _config(corpus_dir) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({"data": pipeline.default_data_config().to_dict() | {"corpus_dir": str(corpus_dir)}})
+
+
+def test_load_config_from_the_working_directory_or_the_repository(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)   # configs/ is not here: found from the repository root
+  assert runs.load_config("configs/clap.py:tiny").model.name == "two_towers"
+  with pytest.raises(FileNotFoundError, match=rf"'configs/nope.py' not found \(looked in {tmp_path} and "):
+    runs.load_config("configs/nope.py:tiny")
+
+
+def test_read_config_names_a_folder_that_is_not_a_run(tmp_path):
+  with pytest.raises(FileNotFoundError, match=f"{tmp_path} is not a training workdir \\(no config.json\\)"):
+    runs.read_config(tmp_path)
+
+
+def test_a_run_keeps_its_tokenizer_when_the_corpus_is_rebuilt(tmp_path):
+  corpus = _corpus(tmp_path / "corpus", vocab_size=40)
+  workdir = tmp_path / "run"
+  config = _config(corpus)
+  tok = runs.start_tokenizer(workdir, config, log=None)   # the trainer's first-start call
+  runs.write_config(workdir, config)
+  copy = workdir / tokenizer_lib.MODEL_FILE
+  assert config.data.tokenizer == str(copy) and config.data.tokenizer_sha1 == paths.sha1(copy) == tok.sha1
+  before = tok.encode(CAPTION)
+  # The corpus's tokenizer is rebuilt with another vocabulary: its ids differ, the run's do not.
+  _corpus(corpus, vocab_size=60, seed=1)
+  assert tokenizer_lib.Tokenizer(corpus / tokenizer_lib.MODEL_FILE).encode(CAPTION) != before
+  assert runs.tokenizer(workdir).encode(CAPTION) == before
+  # Resuming (a checkpoint exists) keeps the run's copy and says once that the corpus's tokenizer changed.
+  (workdir / "checkpoints" / "2").mkdir(parents=True)
+  lines = []
+  fresh = _config(corpus)
+  assert runs.start_tokenizer(workdir, fresh, log=lines.append).encode(CAPTION) == before
+  assert fresh.data.tokenizer == str(copy) and fresh.data.tokenizer_sha1 == tok.sha1
+  assert len(lines) == 1 and "changed since this run started" in lines[0] and str(copy) in lines[0]
+
+
+def test_a_replaced_run_tokenizer_is_an_error_naming_both_sha1s(tmp_path):
+  corpus = _corpus(tmp_path / "corpus", vocab_size=40)
+  workdir = tmp_path / "run"
+  config = _config(corpus)
+  recorded = runs.start_tokenizer(workdir, config, log=None).sha1
+  runs.write_config(workdir, config)
+  other = _corpus(tmp_path / "other", vocab_size=60, seed=1) / tokenizer_lib.MODEL_FILE
+  copy = workdir / tokenizer_lib.MODEL_FILE
+  copy.write_bytes(other.read_bytes())
+  found = paths.sha1(copy)
+  with pytest.raises(ValueError) as error:
+    runs.tokenizer(workdir)
+  message = str(error.value)
+  assert recorded in message and found in message and str(copy) in message and str(workdir / "config.json") in message
+
+
+def test_a_run_from_before_run_tokenizers_falls_back_to_the_corpus_with_a_note(tmp_path):
+  corpus = _corpus(tmp_path / "corpus", vocab_size=40)
+  workdir = tmp_path / "old_run"
+  (workdir / "checkpoints" / "4").mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps({"data": {"corpus_dir": str(corpus), "tokenizer": ""}}))
+  lines = []
+  tok = runs.tokenizer(workdir, log=lines.append)
+  assert tok.path == str(corpus / tokenizer_lib.MODEL_FILE) and len(lines) == 1 and "keeps no" in lines[0]
+  config = _config(corpus)
+  lines.clear()
+  assert runs.start_tokenizer(workdir, config, log=lines.append).sha1 == tok.sha1
+  assert config.data.tokenizer == "" and not config.data.tokenizer_sha1 and len(lines) == 1
+  assert not (workdir / tokenizer_lib.MODEL_FILE).exists()
+
+
+def _listing(folder) -> dict:
+  return {os.path.relpath(os.path.join(root, name), folder): open(os.path.join(root, name), "rb").read()
+          for root, _, names in os.walk(folder) for name in names}
+
+
+def test_export_refuses_a_folder_that_is_not_an_export_and_leaves_it_intact(tmp_path, capsys):
+  run = tmp_path / "run"
+  (run / "checkpoints" / "4").mkdir(parents=True)
+  (run / "config.json").write_text("{}")
+  (run / "metrics.jsonl").write_text('{"step": 1}\n')
+  before = _listing(run)
+  # A mistyped --out (the workdir itself, or its parent) is refused before any work.
+  for out in (run, tmp_path):
+    assert export_lib.main(["--workdir", str(run), "--out", str(out)]) == 2
+    assert "is not empty and is not an exported encoder" in capsys.readouterr().err
+  assert _listing(run) == before
+  encoder = encoder_api.AudioEncoder.build(tiny_encoder_meta(), seed=0)
+  with pytest.raises(FileExistsError, match="not an exported encoder"):
+    encoder.save(run)
+  assert _listing(run) == before
+
+
+def test_save_replaces_an_earlier_export_and_an_interrupted_one_is_no_encoder(tmp_path, monkeypatch):
+  out = tmp_path / "enc"
+  first = encoder_api.AudioEncoder.build({**tiny_encoder_meta(), "step": 1}, seed=0)
+  first.save(out)
+  (out / "README.txt").write_text("mine")
+  second = encoder_api.AudioEncoder.build({**tiny_encoder_meta(), "step": 2}, seed=1)
+  second.save(out)
+  loaded = encoder_api.AudioEncoder.load(out)
+  assert loaded.meta["step"] == 2 and (out / "README.txt").read_text() == "mine"
+  for a, b in zip(jax.tree.leaves(loaded.encoder_params_pure()), jax.tree.leaves(second.encoder_params_pure())):
+    np.testing.assert_array_equal(a, b)
+  # A crash while the params are written leaves a folder that does not claim to be an encoder ...
+  out = tmp_path / "enc2"
+  first.save(out)
+
+  def crash(self, directory, *args, **kwargs):
+    raise RuntimeError("crashed while writing params")
+
+  with monkeypatch.context() as patch:
+    patch.setattr(ocp.StandardCheckpointer, "save", crash)
+    with pytest.raises(RuntimeError, match="crashed"):
+      second.save(out)
+  with pytest.raises(FileNotFoundError, match="is not an exported encoder"):
+    encoder_api.AudioEncoder.load(out)
+  # ... and is replaced by the next export like a finished one.
+  second.save(out)
+  assert encoder_api.AudioEncoder.load(out).meta["step"] == 2
