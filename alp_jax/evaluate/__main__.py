@@ -112,10 +112,15 @@ def load_source(args) -> tuple[run_model_lib.RunModel, dict]:
   return run_model_lib.RunModel.from_encoder(encoder, encoder_dir=args.encoder), provenance
 
 
-def plan(evaluations: tuple[str, ...], capabilities: frozenset[str], tasks: dict[str, list], *, explicit: bool,
-         log=print) -> tuple[str, ...]:
-  """The evaluations that apply, by each evaluator's declarations. With an explicit --suite, one that cannot apply
-  is a UsageError; otherwise it is skipped with the reason."""
+def named_directly(spec: str | None) -> set[str]:
+  """The evaluators a --suite value names by their own name (not through a suite)."""
+  return {p.strip() for p in (spec or "").split(",") if p.strip() in cli_evaluators()}
+
+
+def plan(evaluations: tuple[str, ...], capabilities: frozenset[str], tasks: dict[str, list], *,
+         explicit: set[str] = frozenset(), log=print) -> tuple[str, ...]:
+  """The evaluations that apply, by each evaluator's declarations. One named directly in --suite (`explicit`) that
+  cannot apply is a UsageError; one that came from a suite is skipped with the reason."""
   known = cli_evaluators()
   kinds = [kind for kind, found in tasks.items() if found]
   kept = []
@@ -123,7 +128,7 @@ def plan(evaluations: tuple[str, ...], capabilities: frozenset[str], tasks: dict
     reason = known[name].unmet(capabilities, kinds)
     if reason is None:
       kept.append(name)
-    elif explicit:
+    elif name in explicit:
       raise UsageError(f"--suite {name}: {reason}")
     elif log:
       log(f"[evaluate] {name}: skipped, {reason}")
@@ -182,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     tasks = evaluator_lib.read_tasks(args.task_dir)   # reads every task now: names what is missing before work
     tasks[evaluator_lib.PROBE] += tfds_tasks.tasks_from_args(args)   # TFDS datasets are probe tasks
     model, provenance = load_source(args)
-    evaluations = plan(requested, model.capabilities, tasks, explicit=args.suite is not None)
+    evaluations = plan(requested, model.capabilities, tasks, explicit=named_directly(args.suite))
     if not evaluations:
       raise UsageError(f"nothing to evaluate: none of {requested} applies to these tasks with this source "
                        f"(see the lines above)")
