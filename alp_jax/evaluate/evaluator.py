@@ -84,7 +84,11 @@ class Evaluator:
     return None
 
   def rows(self, model: run_model_lib.RunModel, tasks: list) -> list[dict]:
-    raise NotImplementedError
+    """Every row of every task; by default task by task through `task_rows`."""
+    return [row for task in tasks for row in self.task_rows(model, task)]
+
+  def task_rows(self, model: run_model_lib.RunModel, task) -> list[dict]:
+    raise NotImplementedError(f"evaluator {self.name}: define rows(model, tasks) or task_rows(model, task)")
 
   def metric_name(self, row: dict) -> str:
     """The metric's name in training logs (under the evaluator's configured name)."""

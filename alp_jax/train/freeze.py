@@ -26,8 +26,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+from alp_jax.encoder_api import ENCODER_ATTR
+
 FROZEN, TRAINABLE = "frozen", "trainable"
-ENCODER_ATTR = "audio_encoder"
 
 
 def _part(key) -> str:

@@ -26,10 +26,9 @@ class CaptioningEvaluator(evaluator.Evaluator):
     default = (1,) if config is not None else captioning.DEFAULT_BEAM_SIZES
     self.beam_sizes = tuple(int(b) for b in eval_cfg.get("beam_sizes", default))
 
-  def rows(self, model, tasks):
-    return [row for task in tasks
-            for row in captioning.evaluate_task(model, task, beam_sizes=self.beam_sizes,
-                                                cache_dir=self.eval_cfg.get("cache_dir"), log=self.log)]
+  def task_rows(self, model, task):
+    return captioning.evaluate_task(model, task, beam_sizes=self.beam_sizes, cache_dir=self.eval_cfg.get("cache_dir"),
+                                    log=self.log)
 
   def protocol(self):
     return {"captioning": {"beam_sizes": list(self.beam_sizes), "length_penalty": 0.0}}

@@ -21,9 +21,8 @@ class RetrievalEvaluator(evaluator.Evaluator):
   suites = ("default",)
   order = 2
 
-  def rows(self, model, tasks):
-    return [row for task in tasks
-            for row in retrieval.evaluate_task(model, task, cache_dir=self.eval_cfg.get("cache_dir"), log=self.log)]
+  def task_rows(self, model, task):
+    return retrieval.evaluate_task(model, task, cache_dir=self.eval_cfg.get("cache_dir"), log=self.log)
 
   def metric_name(self, row):
     return row["task"] + ("_likelihood" if row["method"].endswith("likelihood") else "") + "/" + row["metric"]
