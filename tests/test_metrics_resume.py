@@ -30,12 +30,14 @@ def _events(path):
 def test_a_resumed_run_logs_each_step_once(tiny_corpus_dir, tmp_path):
   workdir = tmp_path / "run"
   # The "crash": step 3 was logged, but only the checkpoint of step 2 survives.
-  trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=3, tensorboard=True), workdir)
+  trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=3, tensorboard=True,
+                                 mesh__num_devices=1), workdir)
   assert _steps(workdir) == [1, 2, 3]
   shutil.rmtree(workdir / "checkpoints" / "3")
   first_files = set((workdir / "tensorboard").iterdir())
 
-  summary = trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=4, tensorboard=True), workdir)
+  summary = trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=4, tensorboard=True,
+                                           mesh__num_devices=1), workdir)
   assert summary["start_step"] == 2
   assert _steps(workdir) == [1, 2, 3, 4]
   # The resumed writer starts with purge_step 3: TensorBoard hides the first run's events of steps >= 3.

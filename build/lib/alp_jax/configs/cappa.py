@@ -1,0 +1,40 @@
+"""Captioning pretraining (encoder-decoder), the study's captioning branch: 25% autoregressive, 75% parallel
+prediction (CapPa), label smoothing 0.1.
+
+  python -m alp_jax.train --config configs/cappa.py:tiny --workdir runs/cappa_tiny
+
+Variants: tiny | small | base (study: BART-base-sized 6-layer, 768-wide decoder) | ar_only (no parallel rows).
+"""
+import ml_collections
+
+from alp_jax.configs import common
+from alp_jax.models import captioner
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  variants = common.parse_variants(arg)
+  c = common.base_config()
+  c.model = captioner.default_config()
+  c.loss = ml_collections.ConfigDict(dict(
+      kind="captioning",
+      parallel_fraction=0.75,   # study: 75% parallel prediction, 25% autoregressive
+      label_smoothing=0.1,      # study: 0.1
+  ))
+  if "tiny" in variants:
+    common.apply_tiny(c)
+    c.model.audio.size = "tiny"
+    c.model.decoder.update(size="tiny", dropout=0.0, max_len=c.data.max_caption_tokens)
+  if "small" in variants:
+    c.model.audio.size = "small"
+    c.model.decoder.size = "small"
+    c.batch_size = 64
+  if "base" in variants:
+    c.model.audio.size = "base"
+    c.model.decoder.size = "base"
+    c.model.audio.dtype = c.model.decoder.dtype = "bfloat16"
+    c.model.audio.attention_impl = c.model.decoder.attention_impl = "dot_product_attention"
+    c.model.audio.scan_layers = c.model.decoder.scan_layers = True  # one compiled layer (accelerators)
+    c.data.crop_seconds = 10.0
+  if "ar_only" in variants:
+    c.loss.parallel_fraction = 0.0
+  return c

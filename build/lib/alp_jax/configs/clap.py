@@ -1,0 +1,50 @@
+"""Contrastive audio-language pretraining (CLAP-style two towers), the study's contrastive branch.
+
+  python -m alp_jax.train --config configs/clap.py:tiny --workdir runs/clap_tiny
+  python -m alp_jax.train --config configs/clap.py:base --workdir gs://.../clap_base --config.data.corpus_dir=...
+
+Variants: tiny (CPU seconds) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
+temperature 0.07, sum-reduced InfoNCE over the gathered global batch) | sigmoid (SigLIP loss) |
+sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature.
+"""
+import ml_collections
+
+from alp_jax.configs import common
+from alp_jax.models import two_towers
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  variants = common.parse_variants(arg)
+  c = common.base_config()
+  c.model = two_towers.default_config()
+  c.loss = ml_collections.ConfigDict(dict(
+      kind="contrastive",        # contrastive (softmax InfoNCE) | sigmoid | sigmoid_chunked
+      reduction="mean",          # study toolkit: "sum" (over the batch, both directions)
+      embedding_regulariser=0.0,  # study toolkit: embed_reg on (weight 1.0)
+  ))
+  if "tiny" in variants:
+    common.apply_tiny(c)
+    c.model.audio.size = c.model.text.size = "tiny"
+    c.model.head.update(hidden_dim=128, embed_dim=64)
+    c.model.text.max_tokens = c.data.max_caption_tokens
+  if "small" in variants:
+    c.model.audio.size = c.model.text.size = "small"
+    c.model.head.update(hidden_dim=512, embed_dim=256)
+    c.batch_size = 64
+  if "base" in variants:
+    c.model.audio.size = c.model.text.size = "base"
+    c.model.audio.dtype = c.model.text.dtype = "bfloat16"
+    c.model.audio.attention_impl = c.model.text.attention_impl = "dot_product_attention"
+    c.model.audio.scan_layers = c.model.text.scan_layers = True  # one compiled layer (accelerators)
+    c.loss.reduction = "sum"
+    c.data.crop_seconds = 10.0
+    c.data.max_caption_tokens = 32
+  if "sigmoid" in variants:
+    c.loss.kind = "sigmoid"
+    c.model.logit_bias = True   # the sigmoid losses need the towers' learnable logit bias
+  if "sigmoid_chunked" in variants:
+    c.loss.kind = "sigmoid_chunked"
+    c.model.logit_bias = True
+  if "learnable_temperature" in variants:
+    c.model.temperature.learnable = True
+  return c

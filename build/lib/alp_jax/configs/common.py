@@ -1,0 +1,63 @@
+"""Pieces every config shares: data, frontend, optimizer, mesh, training loop settings.
+
+A config file defines `get_config(arg)`; `arg` is the text after ':' on the command line, a comma-separated list
+of variant names (e.g. `configs/clap.py:tiny` or `configs/clap.py:tiny,sigmoid`). Single fields are overridden
+with `--config.field=value` (e.g. `--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
+"""
+import ml_collections
+
+from alp_jax import sharding
+from alp_jax.audio import frontend
+from alp_jax.data import pipeline
+from alp_jax.train import optimizer
+
+DEMO_CORPUS = "runs/demo/corpus"
+
+
+def parse_variants(arg) -> set:
+  return {v.strip() for v in (arg or "").split(",") if v.strip()}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.batch_size = 256              # global batch (study: ~640 s of audio per GPU x 8 V100, duration-bucketed)
+  c.total_steps = 100_000         # study: 600k steps from scratch
+  c.grad_accum_steps = 1          # micro-batches per step; exact for every objective (see train/step.py)
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.best_metric = ""              # e.g. "val/loss": also keep the best checkpoint by this evaluator metric
+  c.best_mode = "min"
+  c.async_checkpoints = True
+  c.eval_every = 0                # 0: no periodic evaluation
+  c.evaluators = ml_collections.ConfigDict()  # name -> ConfigDict(type=..., every=..., ...), see evaluate/
+  c.nonfinite = "stop"            # stop | skip: a non-finite loss/gradient never updates the parameters
+  c.model_init = ""               # exported encoder or workdir to initialise the audio encoder from
+  c.peak_flops_per_device = 0.0   # 0: measure a dense matmul at startup (for MFU)
+  c.tensorboard = True
+  c.data = pipeline.default_data_config()
+  c.data.corpus_dir = DEMO_CORPUS
+  c.frontend = frontend.default_frontend_config()
+  c.optimizer = optimizer.default_optimizer_config()
+  c.mesh = sharding.default_mesh_config()
+  c.mesh.require_sharded = True
+  c.distributed = ml_collections.ConfigDict(dict(initialize="auto", coordinator_address="", num_processes=0,
+                                                 process_id=0))
+  return c
+
+
+def apply_tiny(c: ml_collections.ConfigDict) -> None:
+  """Seconds on a laptop CPU: tiny towers, short crops, small batches."""
+  c.batch_size = 16
+  c.total_steps = 60
+  c.log_every = 10
+  c.checkpoint_every = 30
+  c.data.crop_seconds = 2.0
+  c.data.max_caption_tokens = 24
+  c.data.num_threads = 4
+  c.optimizer.learning_rate = 1e-3
+  c.optimizer.warmup_steps = 10
+  c.frontend.spec_augment.update(num_time_masks=2, max_time_width=20, max_freq_width=10, time_warp_factor=0)
+  c.mesh.min_sharded_size = 2**15
+  c.mesh.require_sharded = False

@@ -1,0 +1,36 @@
+"""Hybrid (CoCa-style) pretraining: one audio encoder, a contrastive text tower and a caption decoder;
+loss = contrastive_weight * contrastive + caption_weight * captioning. The study trains the two objectives
+separately; this is our extension.
+
+  python -m alp_jax.train --config configs/hybrid.py:tiny --workdir runs/hybrid_tiny
+"""
+import ml_collections
+
+from alp_jax.configs import cappa
+from alp_jax.configs import clap
+from alp_jax.configs import common
+from alp_jax.models import hybrid
+
+
+def get_config(arg=None) -> ml_collections.ConfigDict:
+  variants = common.parse_variants(arg)
+  contrastive, captioning = clap.get_config(arg), cappa.get_config(arg)
+  c = contrastive
+  c.model = hybrid.default_config()
+  c.model.audio = contrastive.model.audio
+  c.model.text = contrastive.model.text
+  c.model.head = contrastive.model.head
+  c.model.logit_bias = contrastive.model.logit_bias
+  c.model.decoder = captioning.model.decoder
+  c.loss = ml_collections.ConfigDict(dict(
+      kind="hybrid",
+      contrastive_kind="softmax",   # softmax | sigmoid | sigmoid_chunked
+      reduction=contrastive.loss.reduction,
+      contrastive_weight=1.0,
+      caption_weight=1.0,
+      parallel_fraction=captioning.loss.parallel_fraction,
+      label_smoothing=captioning.loss.label_smoothing,
+  ))
+  if "sigmoid" in variants:
+    c.loss.contrastive_kind = "sigmoid"
+  return c

@@ -1,0 +1,222 @@
+"""`AudioEncoder`: an exported audio encoder as a plain Python object, and the one way to write one.
+
+  from alp_jax import AudioEncoder
+  enc = AudioEncoder.load(ENC_DIR)
+  out = enc.embed(waveform, sample_rate)      # any length, sample rate, channel count (N,) or (N, C)
+  out["frames"] (T', D), out["frame_mask"] (T',), out["pooled"] (D,) = mean over valid frames
+  outs = enc.embed_batch([w1, w2], [sr1, sr2])
+
+Audio is downmixed, resampled to 16 kHz (libsoxr), cut into fixed windows of the training crop length
+(the last one padded and masked) and encoded window by window in fixed-size batches, so one compiled
+function serves every length. Same input, same output: no randomness at inference.
+
+An export folder (local or gs://...) is ENC_DIR/params (the encoder's parameters, Orbax) and
+ENC_DIR/encoder_config.json (`meta_from_config`: frontend settings, config.model.audio, crop_seconds, plus
+provenance). `write_export` writes both, params first and encoder_config.json last, so a folder that holds
+encoder_config.json is a whole encoder; it replaces an earlier export but never writes into a non-empty folder
+that is not one. `get_encoder` finds the audio encoder inside a model or its parameters.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+from alp_jax import models
+from alp_jax.audio import frontend
+from alp_jax.audio import io as audio_io
+from alp_jax.data import paths
+
+CONFIG_FILE = "encoder_config.json"
+PARAMS_DIR = "params"
+ENCODER_ATTR = "audio_encoder"
+# Where each model keeps its audio encoder (attribute path): at the top (two_towers, captioner, tagger) or inside
+# the shared two towers (hybrid).
+ENCODER_PATHS = ((ENCODER_ATTR,), ("towers", ENCODER_ATTR))
+
+
+def meta_from_config(config: ml_collections.ConfigDict, **provenance) -> dict:
+  """encoder_config.json of a training config: what rebuilds its audio encoder (+ provenance: step, ...)."""
+  return {"frontend": config.frontend.to_dict(), "audio": config.model.audio.to_dict(),
+          "crop_seconds": config.data.crop_seconds, **provenance}
+
+
+def is_export(enc_dir: str | os.PathLike) -> bool:
+  return (epath.Path(enc_dir) / CONFIG_FILE).exists()
+
+
+def read_meta(enc_dir: str | os.PathLike) -> dict:
+  """ENC_DIR/encoder_config.json, with a clear error when ENC_DIR is not an exported encoder."""
+  path = epath.Path(enc_dir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{enc_dir} is not an exported encoder (no {CONFIG_FILE}); create one with "
+                            f"`python -m alp_jax.export --workdir RUN --out {enc_dir}`")
+  return json.loads(path.read_text())
+
+
+def check_export_target(enc_dir: str | os.PathLike) -> None:
+  """FileExistsError unless `enc_dir` is absent, empty, an earlier export or an interrupted one (only params*)."""
+  enc_dir = epath.Path(enc_dir)
+  if not enc_dir.exists():
+    return
+  if not enc_dir.is_dir():
+    raise FileExistsError(f"{enc_dir} is a file, not a folder: choose a new or empty folder for the encoder")
+  names = sorted(p.name for p in enc_dir.iterdir())
+  if CONFIG_FILE in names or all(name.startswith((PARAMS_DIR, CONFIG_FILE)) for name in names):
+    return
+  raise FileExistsError(f"{enc_dir} is not empty and is not an exported encoder (no {CONFIG_FILE}; it holds "
+                        f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}): nothing was written; choose "
+                        f"a new or empty folder for the encoder")
+
+
+def write_export(enc_dir: str | os.PathLike, meta: dict, params: dict) -> epath.Path:
+  """Writes an export folder that `AudioEncoder.load` reads back: pure-dict `params` and `meta`.
+
+  Only ENC_DIR/params and ENC_DIR/encoder_config.json are written (an earlier export's are replaced, other files
+  stay). encoder_config.json goes first and comes back last: a crash in between leaves no folder that claims to
+  be an encoder. A non-empty folder that is not an export is refused (FileExistsError) untouched."""
+  enc_dir = paths.resolve(enc_dir)
+  check_export_target(enc_dir)
+  enc_dir.mkdir(parents=True, exist_ok=True)
+  (enc_dir / CONFIG_FILE).unlink(missing_ok=True)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(enc_dir / PARAMS_DIR, params, force=True)
+  paths.write_text_last(enc_dir / CONFIG_FILE, json.dumps(meta, indent=1))
+  return enc_dir
+
+
+def encoder_path(tree) -> tuple[str, ...]:
+  """The key path of the audio encoder in a params tree (dict or nnx.State) or an nnx model."""
+  for path in ENCODER_PATHS:
+    node, found = tree, True
+    for key in path:
+      if isinstance(node, nnx.Module):
+        found = hasattr(node, key)
+        node = getattr(node, key, None)
+      else:
+        found = key in node
+        node = node[key] if found else None
+      if not found:
+        break
+    if found:
+      return path
+  raise KeyError(f"no audio encoder at any of {['/'.join(p) for p in ENCODER_PATHS]}")
+
+
+def get_encoder(tree):
+  """The audio-encoder subtree of a params tree, or the audio-encoder module of an nnx model."""
+  node = tree
+  for key in encoder_path(tree):
+    node = getattr(node, key) if isinstance(node, nnx.Module) else node[key]
+  return node
+
+
+def set_encoder(params, value) -> None:
+  """Replaces the audio-encoder subtree of a params tree (dict or nnx.State) in place."""
+  *parents, last = encoder_path(params)
+  node = params
+  for key in parents:
+    node = node[key]
+  node[last] = value
+
+
+class AudioEncoder:
+
+  def __init__(self, meta: dict, module: nnx.Module, *, windows_per_call: int = 8):
+    self.meta = meta
+    self.frontend_cfg = ml_collections.FrozenConfigDict(meta["frontend"])
+    self.window_samples = int(round(meta["crop_seconds"] * audio_io.TARGET_SAMPLE_RATE))
+    self.windows_per_call = windows_per_call
+    self.module = module
+    graphdef, state = nnx.split(module)
+
+    @jax.jit
+    def encode(state, audio, mask):
+      encoder = nnx.merge(graphdef, state)
+      features, frame_mask = frontend.log_mel(audio, mask, self.frontend_cfg)  # (W,T,M)
+      frames, out_dict = encoder(features, frame_mask, deterministic=True)     # (W,T',D)
+      return frames.astype(jnp.float32), out_dict["frame_mask"]
+
+    self._state = state
+    self._encode = encode
+
+  def sync(self) -> None:
+    """Picks up parameters changed in place on `module` (nnx.update), keeping the compiled encode function."""
+    self._state = nnx.split(self.module)[1]
+
+  @property
+  def output_dim(self) -> int:
+    return int(self.module.output_dim)
+
+  @classmethod
+  def build(cls, meta: dict, *, seed: int = 0) -> "AudioEncoder":
+    """Fresh weights for the architecture in `meta` (the random-init baseline of an exported encoder)."""
+    return cls(meta, models.encoder_from_config(ml_collections.ConfigDict(meta["audio"]), rngs=nnx.Rngs(seed)))
+
+  @classmethod
+  def load(cls, enc_dir: str | os.PathLike) -> "AudioEncoder":
+    enc_dir = paths.resolve(enc_dir)
+    meta = read_meta(enc_dir)
+    audio_cfg = ml_collections.ConfigDict(meta["audio"])
+    abstract = nnx.eval_shape(lambda: models.encoder_from_config(audio_cfg, rngs=nnx.Rngs(0)))
+    graphdef, abstract_state = nnx.split(abstract)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          abstract_state.to_pure_dict())
+    with ocp.StandardCheckpointer() as checkpointer:
+      pure = checkpointer.restore(enc_dir / PARAMS_DIR, target)
+    nnx.replace_by_pure_dict(abstract_state, pure)
+    return cls(meta, nnx.merge(graphdef, abstract_state))
+
+  def save(self, enc_dir: str | os.PathLike) -> epath.Path:
+    """Writes an export folder that `load` reads back (`write_export`: replaces an earlier export, refuses a
+    non-empty folder that is not one)."""
+    return write_export(enc_dir, self.meta, self.encoder_params_pure())
+
+  def encoder_params_pure(self) -> dict:
+    return jax.tree.map(np.asarray, nnx.state(self.module, nnx.Param).to_pure_dict())
+
+  def _windows(self, audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = self.window_samples
+    count = max(1, -(-len(audio16k) // w))
+    padded = np.zeros(count * w, np.float32)
+    padded[:len(audio16k)] = audio16k
+    mask = np.zeros(count * w, bool)
+    mask[:len(audio16k)] = True
+    return padded.reshape(count, w), mask.reshape(count, w)
+
+  def embed(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
+    samples = np.asarray(waveform, np.float32)
+    if samples.ndim == 2:
+      samples = audio_io.to_mono(samples)
+    if samples.ndim != 1 or samples.size == 0:
+      raise ValueError(f"waveform must be a non-empty (N,) or (N, C) array, got shape {np.shape(waveform)}")
+    audio = audio_io.resample(samples, int(sample_rate), audio_io.TARGET_SAMPLE_RATE)
+    windows, masks = self._windows(audio)
+    frames, frame_masks = [], []
+    k = self.windows_per_call
+    for start in range(0, len(windows), k):
+      chunk, chunk_mask = windows[start:start + k], masks[start:start + k]
+      n = len(chunk)
+      if n < k:  # fixed shape: pad with fully masked windows
+        chunk = np.concatenate([chunk, np.zeros((k - n, chunk.shape[1]), np.float32)])
+        chunk_mask = np.concatenate([chunk_mask, np.zeros((k - n, chunk.shape[1]), bool)])
+      f, m = jax.device_get(self._encode(self._state, jnp.asarray(chunk), jnp.asarray(chunk_mask)))
+      frames.append(f[:n].reshape(-1, f.shape[-1]))
+      frame_masks.append(m[:n].reshape(-1))
+    frames, frame_mask = np.concatenate(frames), np.concatenate(frame_masks)
+    valid = frames[frame_mask]
+    return {"frames": valid, "frame_mask": np.ones(len(valid), bool),
+            "pooled": valid.mean(axis=0) if len(valid) else np.zeros(frames.shape[-1], np.float32)}
+
+  def embed_batch(self, waveforms, sample_rates) -> list[dict[str, np.ndarray]]:
+    if np.isscalar(sample_rates):
+      sample_rates = [sample_rates] * len(waveforms)
+    return [self.embed(w, sr) for w, sr in zip(waveforms, sample_rates)]

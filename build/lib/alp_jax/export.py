@@ -1,0 +1,49 @@
+"""Exports the audio encoder of a training run: an encoder-only Orbax checkpoint plus what rebuilds it.
+
+  python -m alp_jax.export --workdir DIR --out ENC_DIR [--step N]
+
+ENC_DIR/encoder_config.json holds the frontend settings, config.model.audio and provenance (workdir, step,
+objective); ENC_DIR/params is the encoder's parameters (Orbax). Load with
+`from alp_jax import AudioEncoder; AudioEncoder.load(ENC_DIR)`. DIR and ENC_DIR may be local or gs://...
+
+An earlier export in ENC_DIR is replaced; any other non-empty ENC_DIR is refused (exit 2) and left as it is.
+The work is `alp_jax.train.runs.export_encoder`; this is its command line.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from alp_jax.train import runs
+
+
+def export(workdir: str | os.PathLike, out: str | os.PathLike, step: int | None = None, *,
+           quiet: bool = False) -> dict:
+  """runs.export_encoder with a summary line; returns encoder_config.json's content."""
+  t0 = time.perf_counter()
+  meta = runs.export_encoder(workdir, out, step)
+  if not quiet:
+    print(f"[export] audio encoder of {workdir} at step {meta['step']} ({meta['num_params'] / 1e6:.2f}M params) "
+          f"-> {out} in {time.perf_counter() - t0:.1f}s")
+  return meta
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m alp_jax.export", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--workdir", required=True)
+  parser.add_argument("--out", required=True, help="a new or empty folder, or an earlier export (replaced)")
+  parser.add_argument("--step", type=int, default=None, help="default: the latest checkpoint")
+  args = parser.parse_args(argv)
+  try:
+    export(args.workdir, args.out, args.step)
+  except (FileNotFoundError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

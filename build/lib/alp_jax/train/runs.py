@@ -1,0 +1,240 @@
+"""A training run on disk: its config, its tokenizer, its checkpoints and its exported encoder, in one place.
+
+  WORKDIR/config.json        the run's config (`write_config`, `read_config`)
+  WORKDIR/tokenizer.model    the run's own copy of its tokenizer, made at the first start of training; its sha1 is
+                             config.json's data.tokenizer_sha1
+  WORKDIR/checkpoints/STEP   Orbax checkpoints (alp_jax/train/checkpoints.py)
+  WORKDIR/metrics.jsonl, WORKDIR/tensorboard/   (alp_jax/train/metrics.py)
+
+  config = runs.load_config("configs/clap.py:tiny")        # a config file and its variants, or by module name:
+  config = runs.load_config("alp_jax.configs.clap:tiny")
+  config, graphdef, state, step = runs.restore(WORKDIR)    # the latest (or a given) checkpoint
+  tok = runs.tokenizer(WORKDIR, config)                    # the run's tokenizer, checked against config.json
+  meta = runs.export_encoder(WORKDIR, ENC_DIR)             # its audio encoder as an exported encoder
+
+A run keeps its tokenizer so that resuming or evaluating it never depends on a corpus folder rebuilt since: the
+corpus's tokenizer (`tokenizer.path_for(config.data)`) is copied once, at the first start, and the data pipeline
+reads the copy. WORKDIR and ENC_DIR may be local or on any filesystem epath knows (gs://...).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import pathlib
+import re
+from typing import Callable
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from alp_jax import encoder_api
+from alp_jax import sharding as sharding_lib
+from alp_jax.data import paths
+from alp_jax.data import pipeline
+from alp_jax.data import tokenizer as tokenizer_lib
+from alp_jax.train import checkpoints as ckpt_lib
+from alp_jax.train import optimizer as optimizer_lib
+from alp_jax.train import state as state_lib
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
+# Config files are Python source on this machine (not run data). A relative path is looked up from the working
+# directory, then from the package folder (so "configs/clap.py" finds alp_jax/configs/clap.py in an installed
+# package too), then from the repository root of a checkout.
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+_REPO = _PACKAGE.parent
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _is_module_name(path: str) -> bool:
+  return bool(_MODULE_NAME.match(path)) and not path.endswith(".py")
+
+
+def config_file(spec: str) -> str:
+  """'alp_jax.configs.NAME[:variants]' or 'PATH.py[:variants]' -> 'ABSOLUTE_PATH.py[:variants]'.
+
+  A module name is found with importlib (the installed package, or anything on sys.path); a relative path is
+  tried from the working directory, then from the package folder, then from the repository root."""
+  path, colon, arg = spec.partition(":")
+  if _is_module_name(path):
+    try:
+      found_spec = importlib.util.find_spec(path)
+    except ModuleNotFoundError:
+      found_spec = None
+    if found_spec is None or not found_spec.origin or not found_spec.origin.endswith(".py"):
+      raise FileNotFoundError(f"config module {path!r} not found (e.g. alp_jax.configs.clap:tiny, or a file "
+                              f"path such as configs/clap.py:tiny)")
+    return f"{found_spec.origin}{colon}{arg}"
+  candidates = [pathlib.Path(path)] + ([] if os.path.isabs(path) else [_PACKAGE / path, _REPO / path])
+  found = next((p for p in candidates if p.is_file()), None)
+  if found is None:
+    where = f"in {os.getcwd()} and {_REPO}" if len(candidates) > 1 else "there"
+    raise FileNotFoundError(f"config file {path!r} not found (looked {where})")
+  return f"{found.resolve()}{colon}{arg}"
+
+
+def load_config(spec: str) -> ml_collections.ConfigDict:
+  """'configs/NAME.py[:variants]' or 'alp_jax.configs.NAME[:variants]' -> get_config(variants).
+
+  A module name is imported by name; a relative path is tried from the working directory, then from the package
+  folder and the repository root (`config_file`)."""
+  path, _, arg = spec.partition(":")
+  if _is_module_name(path):
+    config_file(spec)   # a clear FileNotFoundError when there is no such module
+    return importlib.import_module(path).get_config(arg or None)
+  found = pathlib.Path(config_file(path))
+  module_spec = importlib.util.spec_from_file_location(f"alp_config_{found.stem}", found)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg or None)
+
+
+def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> epath.Path:
+  """WORKDIR/config.json (the folder is made if needed)."""
+  workdir = paths.resolve(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  paths.write_text_last(workdir / CONFIG_FILE, config.to_json_best_effort(indent=1))
+  return workdir / CONFIG_FILE
+
+
+def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise FileNotFoundError(f"{workdir} is not a training workdir (no {CONFIG_FILE})")
+  return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+# --- The run's tokenizer.
+
+
+def _sha1_mismatch(run_copy: epath.Path, found: str, config_path: epath.Path, recorded: str) -> ValueError:
+  return ValueError(f"{run_copy} has sha1 {found}, but {config_path} records data.tokenizer_sha1 {recorded}: the "
+                    f"run's tokenizer was replaced after training started. Put the original back; token ids of "
+                    f"another tokenizer do not match this run's embeddings")
+
+
+def tokenizer(workdir: str | os.PathLike, config: ml_collections.ConfigDict | None = None, *,
+              log: Callable[[str], None] | None = print) -> tokenizer_lib.Tokenizer:
+  """The run's own tokenizer (WORKDIR/tokenizer.model), checked against data.tokenizer_sha1 of config.json.
+
+  A run written before runs kept a copy falls back to `tokenizer.path_for(config.data)`, with a logged note."""
+  workdir = paths.resolve(workdir)
+  config = config if config is not None else read_config(workdir)
+  run_copy = workdir / TOKENIZER_FILE
+  recorded = config.data.get("tokenizer_sha1", "")
+  if not run_copy.exists():
+    if recorded:
+      raise FileNotFoundError(f"{run_copy} is missing, and {workdir / CONFIG_FILE} records a run tokenizer with "
+                              f"sha1 {recorded}: put the run's tokenizer.model back")
+    source = tokenizer_lib.path_for(config.data)
+    if log:
+      log(f"[runs] {workdir} keeps no {TOKENIZER_FILE} (a run written before runs kept their own): using {source}")
+    return tokenizer_lib.Tokenizer(source)
+  tok = tokenizer_lib.Tokenizer(run_copy)
+  if recorded and tok.sha1 != recorded:
+    raise _sha1_mismatch(run_copy, tok.sha1, workdir / CONFIG_FILE, recorded)
+  return tok
+
+
+def start_tokenizer(workdir: str | os.PathLike, config: ml_collections.ConfigDict, *,
+                    log: Callable[[str], None] | None = print) -> tokenizer_lib.Tokenizer:
+  """The tokenizer a training run in `workdir` uses; points config.data.tokenizer at it and sets tokenizer_sha1.
+
+  At the first start (no checkpoint yet) process 0 copies `tokenizer.path_for(config.data)` to
+  WORKDIR/tokenizer.model. On resume the run's copy is used (checked against config.json); if the corpus's
+  tokenizer changed since, one line says so and training goes on with the copy. A run written before runs kept
+  a copy goes on with the corpus's tokenizer, with a note (config.data is left as it is)."""
+  workdir = paths.resolve(workdir)
+  source = tokenizer_lib.path_for(config.data)
+  run_copy = workdir / TOKENIZER_FILE
+  say = log or (lambda _: None)
+  if not ckpt_lib.has_checkpoint(workdir):
+    tok = tokenizer_lib.Tokenizer(source)
+    if jax.process_index() == 0 and os.fspath(source) != os.fspath(run_copy):
+      workdir.mkdir(parents=True, exist_ok=True)
+      run_copy.write_bytes(epath.Path(source).read_bytes())
+    if jax.process_count() > 1:   # the other processes read the copy (the workdir is shared, as Orbax needs)
+      multihost_utils.sync_global_devices("alp_jax.train.runs: tokenizer copied")
+  elif run_copy.exists():
+    previous = read_config(workdir) if (workdir / CONFIG_FILE).exists() else config
+    tok = tokenizer(workdir, previous, log=log)
+    source_sha1 = paths.sha1(source) if source.exists() else None
+    if os.fspath(source) != os.fspath(run_copy) and source_sha1 not in (None, tok.sha1):
+      say(f"[train] the corpus tokenizer {source} changed since this run started (sha1 {source_sha1}, the run's "
+          f"{tok.sha1}): training goes on with the run's copy {run_copy}")
+  else:
+    say(f"[train] {workdir} keeps no {TOKENIZER_FILE} (a run written before runs kept their own): going on with "
+        f"{source}")
+    return tokenizer_lib.Tokenizer(source)
+  with config.unlocked():
+    config.data.tokenizer = os.fspath(run_copy)
+    config.data.tokenizer_sha1 = tok.sha1
+  return tok
+
+
+def set_data_sizes(config: ml_collections.ConfigDict) -> tokenizer_lib.Tokenizer:
+  """Sets the model sizes that come from the data: config.model.vocab_size (the tokenizer's, through
+  `tokenizer.path_for(config.data)`) and, for tagging, config.model.num_classes. Returns the tokenizer."""
+  tok = tokenizer_lib.Tokenizer(tokenizer_lib.path_for(config.data))
+  with config.unlocked():
+    if config.model.get("vocab_size") != tok.vocab_size:
+      config.model.vocab_size = tok.vocab_size
+    if config.data.get("label_task"):
+      config.model.num_classes = len(pipeline.label_vocabulary(config.data))
+  return tok
+
+
+# --- Checkpoints and the exported encoder.
+
+
+def restore(workdir: str | os.PathLike, step: int | None = None, mesh=None):
+  """-> (config, graphdef, state, step) restored onto `mesh` (default: all local devices, FSDP)."""
+  workdir = paths.resolve(workdir)
+  config = read_config(workdir)
+  if mesh is None:
+    mesh = sharding_lib.mesh_from_config(sharding_lib.default_mesh_config())
+  tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
+  graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
+  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  try:
+    step = checkpointer.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"{checkpointer.directory} holds no checkpoint yet")
+    if step not in checkpointer.all_steps():
+      raise FileNotFoundError(f"no checkpoint at step {step} in {checkpointer.directory} "
+                              f"(available: {checkpointer.all_steps()})")
+    state = checkpointer.restore(step, ckpt_lib.abstract_with_shardings(abstract, shardings))
+  finally:
+    checkpointer.close()
+  return config, graphdef, state, step
+
+
+def _to_numpy_pure(tree) -> dict:
+  pure = nnx.State(tree).to_pure_dict() if not isinstance(tree, dict) else tree
+  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), pure)
+
+
+def restore_encoder(workdir: str | os.PathLike, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
+  """-> (config, the audio encoder's parameters as a pure dict of numpy arrays, step)."""
+  config, _, state, step = restore(workdir, step)
+  return config, _to_numpy_pure(encoder_api.get_encoder(state["params"])), step
+
+
+def export_encoder(workdir: str | os.PathLike, out: str | os.PathLike, step: int | None = None) -> dict:
+  """Writes the run's audio encoder (latest or `step`) as an exported encoder in `out`; returns its metadata.
+
+  `out` may hold an earlier export (replaced); any other non-empty folder is refused before any work
+  (FileExistsError), so a mistyped --out never overwrites a run."""
+  encoder_api.check_export_target(out)
+  config, params, step = restore_encoder(workdir, step)
+  meta = encoder_api.meta_from_config(
+      config, source_workdir=os.fspath(paths.resolve(workdir)), step=int(step), model=config.model.name,
+      objective=config.loss.kind, num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))))
+  encoder_api.write_export(out, meta, params)
+  return meta

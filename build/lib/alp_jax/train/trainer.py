@@ -1,0 +1,256 @@
+"""The trainer: one loop for every objective, on 1 CPU device, 8 fake devices or a multi-host pod.
+
+  python -m alp_jax.train --config configs/clap.py:tiny --workdir DIR [--config.field=value ...]
+
+Sections, top to bottom: distributed init, mesh, data, model + sharding, update step, checkpoint (resume),
+evaluators, loop. Restarting with the same workdir resumes exactly (parameters, optimizer, step, RNG and the
+grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py). SIGTERM saves a checkpoint and exits cleanly. A non-finite loss or gradient never
+reaches the parameters: the update is rejected on device; with nonfinite="stop" the run stops at the next host
+check naming the step (the last checkpoint stays intact), with nonfinite="skip" it continues and counts.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from alp_jax import models
+from alp_jax import objectives
+from alp_jax import sharding as sharding_lib
+from alp_jax.data import paths
+from alp_jax.data import pipeline
+from alp_jax.train import evaluators as evaluator_registry
+from alp_jax.train import checkpoints as ckpt_lib
+from alp_jax.train import distributed
+from alp_jax.train import encoder_init
+from alp_jax.train import freeze
+from alp_jax.train import metrics as metrics_lib
+from alp_jax.train import optimizer as optimizer_lib
+from alp_jax.train import perf
+from alp_jax.train import runs
+from alp_jax.train import state as state_lib
+from alp_jax.train import step as step_lib
+
+
+class NonFiniteLossError(RuntimeError):
+  pass
+
+
+def _log(msg: str) -> None:
+  if jax.process_index() == 0:
+    print(msg, flush=True)
+
+
+def _fmt_seconds(s: float) -> str:
+  s = int(max(s, 0))
+  return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch the step compiles against: the pipeline's schema, sharded over the batch axes."""
+  sharding = sharding_lib.batch_sharding(mesh)
+  spec = pipeline.batch_spec(config.data, config.batch_size, config.model.get("num_classes", 0))
+  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in spec.items()}
+
+
+def scanned_parts(model_cfg: ml_collections.ConfigDict) -> list[str]:
+  """Sub-configs of config.model (towers, decoder ...) that compile their layers as one scanned layer."""
+  return [name for name, part in model_cfg.items()
+          if isinstance(part, ml_collections.ConfigDict) and part.get("scan_layers")]
+
+
+class _Preemption:
+  """SIGTERM -> a flag the loop checks every step (checkpoint, then a clean exit)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
+  """Runs (or resumes) training in `workdir` (local or gs://...); returns a summary dict."""
+  workdir = paths.resolve(workdir)
+  # --- Distributed and mesh.
+  distributed.maybe_initialize(config.get("distributed"))
+  mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
+  sharding_lib.check_global_batch(config.batch_size, mesh)
+  _log(f"[train] {jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
+       f"mesh {dict(mesh.shape)}")
+
+  # --- Data: the run's own tokenizer (copied at the first start), sizes from the data, config.json.
+  runs.start_tokenizer(workdir, config, log=_log)
+  runs.set_data_sizes(config)
+  if jax.process_index() == 0:
+    runs.write_config(workdir, config)
+  process_index, process_count = jax.process_index(), jax.process_count()
+  data_iter = pipeline.host_iterator(config.data, config.batch_size, process_index=process_index,
+                                     process_count=process_count)
+
+  # --- Model, optimizer, shardings.
+  scanned = scanned_parts(config.model)
+  if scanned and mesh.size > 1 and mesh.devices.flat[0].platform == "cpu":
+    _log(f"[train] warning: scan_layers on {scanned} with {mesh.size} CPU devices: jaxlib 0.10.2's CPU "
+         f"collectives inside scanned layers can deadlock (observed here); set scan_layers=False on CPU meshes")
+  objective = objectives.get(config.loss)
+  objective.check(models.MODELS.get(config.model.name), tuple(abstract_batch(config, mesh)), model_cfg=config.model)
+  tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
+  graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
+  problems = sharding_lib.sharding_report(abstract["params"], shardings["params"], mesh, config.mesh.rules,
+                                          config.mesh.min_sharded_size)
+  if problems:
+    msg = "parameters that the rules shard are replicated:\n  " + "\n  ".join(problems[:20])
+    if config.mesh.get("require_sharded", True):
+      raise ValueError(msg + "\nchange config.mesh sizes or rules (or set config.mesh.require_sharded=False)")
+    _log("[train] warning: " + msg)
+
+  # --- Checkpoint: resume or fresh init.
+  checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints,
+                                       best_metric=config.get("best_metric") or None,
+                                       best_mode=config.get("best_mode", "min"))
+  start_step = checkpointer.latest_step()
+  restore_seconds = None
+  if start_step is not None:
+    t0 = time.perf_counter()
+    state = checkpointer.restore(start_step, ckpt_lib.abstract_with_shardings(abstract, shardings), data_iter)
+    restore_seconds = time.perf_counter() - t0
+    _log(f"[train] resumed from {checkpointer.directory}/{start_step} in {restore_seconds:.2f}s")
+  else:
+    state = state_lib.init_state(config, mesh, tx, shardings, config.seed)
+    if config.get("model_init"):
+      state = encoder_init.load_into_state(state, config.model_init, mesh)
+      _log(f"[train] audio encoder initialised from {config.model_init}")
+    start_step = 0
+  # Metrics logged past the restored step (a crash after the last checkpoint) are dropped: each step once.
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True), resume_step=start_step)
+  if writer.dropped_rows:
+    _log(f"[train] dropped {writer.dropped_rows} metrics.jsonl row(s) past step {start_step} (logged before the "
+         f"restart; those steps run again)")
+  n_params = state_lib.count_params(state["params"])
+  _log(f"[train] {config.model.name}: {n_params / 1e6:.2f}M parameters, objective {config.loss.kind}")
+  frozen = freeze.names(config.optimizer.get("frozen", ()))
+  if frozen:
+    n_frozen, n_trainable = freeze.count(state["params"], frozen)
+    _log(f"[train] frozen {', '.join(frozen)}: {n_frozen / 1e6:.2f}M parameters never updated"
+         f"{' (a frozen audio encoder runs in eval mode)' if config.optimizer.get('frozen_eval_mode', True) else ''}"
+         f"; {n_trainable / 1e6:.2f}M trainable")
+
+  # --- Update step: compiled once, state donated.
+  train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
+  batch_spec = abstract_batch(config, mesh)
+  with jax.set_mesh(mesh):
+    compiled = train_step.lower(state, batch_spec).compile()
+  flops = perf.compiled_flops(compiled)
+  if scanned:  # the compiler counts a scanned layer once: count FLOPs on an unrolled lowering instead
+    unrolled = config.copy_and_resolve_references()
+    for k in scanned:
+      unrolled.model[k].scan_layers = False
+    g2, a2, s2 = state_lib.state_shardings(unrolled, mesh, tx)
+    step2 = step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2)
+    with jax.set_mesh(mesh):
+      flops = perf.lowered_flops(step2.lower(ckpt_lib.abstract_with_shardings(a2, s2), batch_spec)) / mesh.size
+  _log(perf.memory_summary(compiled))
+  peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
+  _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
+       f"peak {peak / 1e9:.0f} GFLOP/s"
+       if flops else "[train] step FLOPs unavailable from the compiler")
+
+  # --- Evaluators.
+  evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
+
+  # --- Loop.
+  preemption = _Preemption()
+  pending = None  # (step, device metrics) of the last log step: fetched one step late
+  rate = {"origin": None}
+  save_seconds: list[float] = []
+  last_eval: dict[str, float] = {}
+  loop_start = time.perf_counter()
+  losses = {}
+  step = start_step
+  summary = {"workdir": str(workdir), "start_step": start_step}
+
+  def flush(pending_item):
+    log_step, device_metrics = pending_item
+    m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
+    if m.get("nonfinite", 0) > 0 and config.nonfinite == "stop":
+      raise NonFiniteLossError(f"non-finite loss or gradient at step {int(m['first_nonfinite_step'])}; the update "
+                               f"was not applied and the last checkpoint in {checkpointer.directory} is intact. "
+                               f"Lower the learning rate, check the data, or set --config.nonfinite=skip")
+    now = time.perf_counter()
+    # Averaged since the first log step (flushes are one step late and can bunch up around checkpoints);
+    # the first window includes the slower first execution.
+    origin_step, origin_time = rate["origin"] or (start_step, loop_start)
+    steps_per_s = (log_step - origin_step) / max(now - origin_time, 1e-9)
+    if rate["origin"] is None:
+      rate["origin"] = (log_step, now)
+    m.update(steps_per_s=steps_per_s, samples_per_s=steps_per_s * config.batch_size)
+    if flops and peak:  # compiled FLOPs are per device (one SPMD partition); so is the peak
+      m["mfu"] = flops * steps_per_s / peak
+    losses[log_step] = m["loss"]
+    writer.write(log_step, m)
+    eta = (config.total_steps - log_step) / max(steps_per_s, 1e-9)
+    _log(f"[train] step {log_step}/{config.total_steps} loss {m['loss']:.4f} lr {m['learning_rate']:.2e} "
+         f"{steps_per_s:.2f} steps/s {m['samples_per_s']:.1f} samples/s ETA {_fmt_seconds(eta)}"
+         + (f" MFU {100 * m['mfu']:.1f}%" if "mfu" in m else "")
+         + (f" skipped {int(m['nonfinite'])}" if m.get("nonfinite") else ""))
+
+  try:
+    with jax.set_mesh(mesh):
+      while step < config.total_steps:
+        local = next(data_iter)
+        batch = sharding_lib.host_to_global(local, mesh)
+        state, metrics = compiled(state, batch)
+        step += 1
+        if pending is not None:
+          flush(pending)
+          pending = None
+        if step % config.log_every == 0 or step == config.total_steps:
+          pending = (step, metrics)
+        if evaluators and config.eval_every and step % config.eval_every == 0:
+          for name, value in evaluator_registry.run_all(evaluators, state, step):
+            writer.write(step, {name: value}, prefix="eval")
+            last_eval[name] = value
+            _log(f"[eval] step {step} {name} {value:.4f}")
+        save_now = step % config.checkpoint_every == 0 or step == config.total_steps or preemption.requested
+        if save_now:
+          if pending is not None:  # never checkpoint a state that has seen a non-finite step unnoticed
+            flush(pending)
+            pending = None
+          t_save = time.perf_counter()
+          best = config.get("best_metric")
+          checkpointer.save(step, state, data_iter, force=True,
+                            metrics=dict(last_eval) if best and best in last_eval else None)
+          save_seconds.append(time.perf_counter() - t_save)
+        if preemption.requested:
+          _log(f"[train] SIGTERM: saved checkpoint at step {step}; exiting")
+          summary["preempted"] = True
+          break
+      if pending is not None:
+        flush(pending)
+  finally:
+    preemption.restore()
+    checkpointer.close()
+    writer.close()
+  step_lib.assert_single_trace(train_step)
+  summary.update(final_step=step, losses=losses, params=n_params, checkpoint_dir=str(checkpointer.directory),
+                 save_seconds=save_seconds, restore_seconds=restore_seconds)
+  saves = (f"; {len(save_seconds)} checkpoint save(s), {sum(save_seconds) / len(save_seconds):.2f}s each"
+           + (" (asynchronous: blocking part)" if checkpointer.async_save else "")) if save_seconds else ""
+  _log(f"[train] done at step {step}: checkpoints in {checkpointer.directory}, metrics in {workdir}/metrics.jsonl"
+       + saves)
+  return summary
