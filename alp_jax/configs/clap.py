@@ -1,6 +1,7 @@
 """Contrastive audio-language pretraining (CLAP-style two towers), the study's contrastive branch.
 
   python -m alp_jax.train --config configs/clap.py:tiny --workdir runs/clap_tiny
+  alp-train --config alp_jax.configs.clap:tiny --workdir runs/clap_tiny    # the same, by module name
   python -m alp_jax.train --config configs/clap.py:base --workdir gs://.../clap_base --config.data.corpus_dir=...
 
 Variants: tiny (CPU seconds) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed

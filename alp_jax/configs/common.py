@@ -1,8 +1,9 @@
 """Pieces every config shares: data, frontend, optimizer, mesh, training loop settings.
 
 A config file defines `get_config(arg)`; `arg` is the text after ':' on the command line, a comma-separated list
-of variant names (e.g. `configs/clap.py:tiny` or `configs/clap.py:tiny,sigmoid`). Single fields are overridden
-with `--config.field=value` (e.g. `--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
+of variant names (e.g. `configs/clap.py:tiny`, `configs/clap.py:tiny,sigmoid`, or by module name
+`alp_jax.configs.clap:tiny`). Single fields are overridden with `--config.field=value` (e.g.
+`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
 """
 import ml_collections
 
