@@ -74,7 +74,7 @@ def config_file(spec: str) -> str:
   candidates = [pathlib.Path(path)] + ([] if os.path.isabs(path) else [_PACKAGE / path, _REPO / path])
   found = next((p for p in candidates if p.is_file()), None)
   if found is None:
-    where = f"in {os.getcwd()} and {_REPO}" if len(candidates) > 1 else "there"
+    where = f"in {os.getcwd()} and under {_PACKAGE} and {_REPO}" if len(candidates) > 1 else "there"
     raise FileNotFoundError(f"config file {path!r} not found (looked {where})")
   return f"{found.resolve()}{colon}{arg}"
 
