@@ -80,8 +80,10 @@ class MetricWriter:
     self._jsonl = (workdir / METRICS_FILE).open("a")
     if summary_writer is not None:
       tb_dir = workdir / TENSORBOARD_DIR
-      purge = resume_step + 1 if resume_step is not None and tb_dir.exists() else None
-      self._tb = summary_writer(os.fspath(tb_dir), purge_step=purge)
+      if resume_step is not None and tb_dir.exists():   # events of steps > resume_step are hidden
+        self._tb = summary_writer(os.fspath(tb_dir), purge_step=resume_step + 1)
+      else:
+        self._tb = summary_writer(os.fspath(tb_dir))
 
   def write(self, step: int, metrics: dict, prefix: str = "train") -> None:
     if not self.enabled:
