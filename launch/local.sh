@@ -10,8 +10,9 @@
 #   ALP_PYTHON     interpreter to use (default: <repo>/.venv/bin/python if it exists, else python3)
 #   ALP_TCMALLOC   path of the tcmalloc library to preload, or 0 for none (default: the Debian/Ubuntu
 #                  libtcmalloc_minimal.so.4 when installed; JAX steps on CPU are ~28% faster with it)
-# Run it from the repo root (config paths such as configs/clap.py are relative to it). It prints the command,
-# then replaces itself with it (the exit status and signals are the trainer's).
+# CONFIG is a config module (alp_jax.configs.clap:tiny) or file (configs/clap.py:tiny; a relative path is tried
+# from the working directory, then from the package). It prints the command, then replaces itself with it (the
+# exit status and signals are the trainer's).
 set -euo pipefail
 
 if [ $# -lt 2 ]; then

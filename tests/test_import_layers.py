@@ -1,6 +1,6 @@
 """Dependencies point one way. The allowed order is written down here, once (docs/architecture.md explains it):
 
-  audio, sharding -> data -> models, encoder_api -> losses -> objectives -> train -> evaluate
+  audio, sharding -> data -> models, encoder_api -> losses -> objectives -> train, configs -> evaluate
       -> export, demo, sweeps, hear, benchmarks
 
 The package root (alp_jax/__init__.py: the version, a lazy AudioEncoder) may be imported from anywhere.
@@ -22,7 +22,7 @@ LAYERS = (
     ("alp_jax.models", "alp_jax.encoder_api"),
     ("alp_jax.losses",),
     ("alp_jax.objectives",),
-    ("alp_jax.train",),
+    ("alp_jax.train", "alp_jax.configs"),
     ("alp_jax.evaluate",),
     ("alp_jax.export", "alp_jax.demo", "alp_jax.sweeps", "alp_jax.hear", "alp_jax.benchmarks"),
 )

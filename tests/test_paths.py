@@ -100,6 +100,33 @@ def test_metrics_are_written_through_epath(monkeypatch, bucket):
   assert rows == [{"step": 3, "split": "train", "loss": 1.5}]
 
 
+def test_a_resumed_writer_drops_later_rows_through_epath(monkeypatch, bucket):
+  purges = []
+
+  class SummaryWriter:
+    def __init__(self, logdir, purge_step=None):
+      purges.append(purge_step)
+      (bucket / "run" / "tensorboard").mkdir(parents=True, exist_ok=True)
+
+    def add_scalar(self, *args):
+      pass
+
+    def close(self):
+      pass
+
+  monkeypatch.setattr(tensorboardX, "SummaryWriter", SummaryWriter)
+  writer = metrics_lib.MetricWriter(f"{BUCKET}/run", tensorboard=True, resume_step=0)
+  for step in (1, 2, 3):
+    writer.write(step, {"loss": float(step)})
+  writer.close()
+  writer = metrics_lib.MetricWriter(f"{BUCKET}/run", tensorboard=True, resume_step=2)
+  writer.write(3, {"loss": 3.5})
+  writer.close()
+  assert purges == [None, 3] and writer.dropped_rows == 1
+  rows = [json.loads(line) for line in (bucket / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert [(r["step"], r["loss"]) for r in rows] == [(1, 1.0), (2, 2.0), (3, 3.5)]
+
+
 def test_the_exporter_writes_to_the_remote_folder(monkeypatch, bucket):
   encoder = encoder_api.AudioEncoder.build(tiny_encoder_meta(), seed=0)
   config = load_config("clap", "tiny")

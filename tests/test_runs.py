@@ -3,6 +3,9 @@ export that never writes over what it did not make. No training here: the traine
 test_train.py on its trained runs."""
 import json
 import os
+import pathlib
+import subprocess
+import sys
 
 import jax
 import ml_collections
@@ -41,6 +44,34 @@ def test_load_config_from_the_working_directory_or_the_repository(tmp_path, monk
   assert runs.load_config("configs/clap.py:tiny").model.name == "two_towers"
   with pytest.raises(FileNotFoundError, match=rf"'configs/nope.py' not found \(looked in {tmp_path} and "):
     runs.load_config("configs/nope.py:tiny")
+
+
+def test_load_config_by_module_name_and_by_path_from_another_directory(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  by_name = runs.load_config("alp_jax.configs.hybrid:tiny")
+  assert by_name.model.name == "hybrid" and by_name.batch_size == 16
+  package_file = pathlib.Path(runs.config_file("alp_jax.configs.hybrid:tiny").partition(":")[0])
+  assert package_file.parent.name == "configs" and package_file.parent.parent.name == "alp_jax"
+  assert runs.load_config(f"{package_file}:tiny").to_dict() == by_name.to_dict()
+  assert runs.load_config("alp_jax.configs.clap").batch_size == 256   # no variant
+  (tmp_path / "mine").mkdir()   # a relative path from the working directory comes first
+  (tmp_path / "mine" / "exp.py").write_text(
+      "from alp_jax.configs import clap\n\ndef get_config(arg=None):\n  c = clap.get_config(arg)\n"
+      "  c.seed = 7\n  return c\n")
+  assert runs.config_file("mine/exp.py:tiny") == f"{tmp_path / 'mine' / 'exp.py'}:tiny"
+  assert runs.load_config("mine/exp.py:tiny").seed == 7
+  with pytest.raises(FileNotFoundError, match="config module 'alp_jax.configs.nope' not found"):
+    runs.load_config("alp_jax.configs.nope:tiny")
+
+
+def test_the_train_cli_takes_a_module_name_from_another_directory(tmp_path):
+  """--config alp_jax.configs.clap:tiny (and overrides) reach the trainer: it stops at the missing corpus."""
+  env = dict(os.environ, PYTHONPATH=str(pathlib.Path(__file__).resolve().parent.parent), JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-m", "alp_jax.train", "--config", "alp_jax.configs.clap:tiny",
+                           f"--workdir={tmp_path / 'run'}", f"--config.data.corpus_dir={tmp_path / 'no_corpus'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert "error:" in result.stderr and "no_corpus" in result.stderr, result.stderr[-2000:]
 
 
 def test_read_config_names_a_folder_that_is_not_a_run(tmp_path):

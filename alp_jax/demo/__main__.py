@@ -81,7 +81,7 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
     _banner(f"{i}/4 pretrain a tiny {label} model ({name}) and export its encoder")
-    cfg = runs.load_config(f"configs/{name}.py:tiny")
+    cfg = runs.load_config(f"alp_jax.configs.{name}:tiny")
     cfg.data.corpus_dir = corpus_dir
     if steps:
       cfg.total_steps = steps

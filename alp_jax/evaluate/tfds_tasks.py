@@ -181,6 +181,14 @@ def _load_record(source, index: int, audio_key: str, sample_rate: int, where: st
   return samples, sample_rate
 
 
+def _require_tfds() -> None:
+  try:
+    import tensorflow_datasets  # noqa: F401
+  except ImportError as e:
+    raise TfdsTaskError("reading TFDS datasets needs the tensorflow-datasets package (TensorFlow is not needed): "
+                        "pip install 'alp_jax[tfds]'") from e
+
+
 def _check_audio_feature(feature, audio_key: str, where: str) -> None:
   import tensorflow_datasets as tfds
   numeric = isinstance(feature, tfds.features.Tensor) and not isinstance(feature, tfds.features.ClassLabel) and (
@@ -215,6 +223,7 @@ def read_tfds_task(spec: str, *, data_dir: str | os.PathLike | None = None, spli
                    log: Callable[[str], None] | None = print) -> tasks_lib.Task:
   """A locally prepared array_record TFDS dataset as a probe Task. Raises TfdsTaskError naming the dataset
   and the data dir when it cannot be found or used (see the module docstring for every setting)."""
+  _require_tfds()
   from google.protobuf import json_format
   from tensorflow_datasets.core import dataset_info
   from tensorflow_datasets.core import read_only_builder

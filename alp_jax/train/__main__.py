@@ -1,15 +1,42 @@
-"""python -m alp_jax.train --config configs/NAME.py[:variant] --workdir DIR [--config.field=value ...]"""
+"""python -m alp_jax.train --config CONFIG[:variant] --workdir DIR [--config.field=value ...]   (or: alp-train ...)
+
+CONFIG is a module name (alp_jax.configs.clap:tiny, works from any directory with the installed package) or a
+config file (configs/clap.py:tiny; a relative path is tried from the working directory, then from the package
+and the checkout).
+"""
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from alp_jax.train import runs
 from alp_jax.train import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "config file with get_config(arg), e.g. configs/clap.py:tiny", lock_config=True)
+    "config", None, "config module or file with get_config(arg), e.g. alp_jax.configs.clap:tiny or "
+    "configs/clap.py:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run folder: checkpoints, metrics, config (resumes if present)")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def resolve_config_argv(argv: list[str]) -> list[str]:
+  """argv with the --config value made a file path (config_flags reads files only): a module name becomes its
+  file, a relative path not found from the working directory becomes the package's or the checkout's file.
+  A value that names nothing is left as it is, for config_flags to report."""
+  out = list(argv)
+  for i, arg in enumerate(out):
+    if arg.startswith(("--config=", "-config=")):
+      flag, _, value = arg.partition("=")
+      try:
+        out[i] = f"{flag}={runs.config_file(value)}"
+      except FileNotFoundError:
+        pass
+    elif arg in ("--config", "-config") and i + 1 < len(out):
+      try:
+        out[i + 1] = runs.config_file(out[i + 1])
+      except FileNotFoundError:
+        pass
+  return out
 
 
 def main(argv) -> int:
@@ -17,15 +44,20 @@ def main(argv) -> int:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
     trainer.train(_CONFIG.value, _WORKDIR.value)
-  except (trainer.NonFiniteLossError, FileNotFoundError, ValueError) as e:
+  except (trainer.NonFiniteLossError, FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """Entry point of `python -m alp_jax.train` and the `alp-train` console script."""
   if any(a in ("-h", "--help", "-help") for a in sys.argv[1:]):  # absl's --help exits 1; help is not an error
     print(__doc__)
-    print(flags.FLAGS.main_module_help())
+    print(flags.FLAGS.module_help(sys.argv[0] if __name__ == "__main__" else __name__))
     sys.exit(0)
-  app.run(main)
+  app.run(main, argv=resolve_config_argv(sys.argv))
+
+
+if __name__ == "__main__":
+  run()

@@ -6,7 +6,8 @@
   WORKDIR/checkpoints/STEP   Orbax checkpoints (alp_jax/train/checkpoints.py)
   WORKDIR/metrics.jsonl, WORKDIR/tensorboard/   (alp_jax/train/metrics.py)
 
-  config = runs.load_config("configs/clap.py:tiny")        # a config file and its variants
+  config = runs.load_config("configs/clap.py:tiny")        # a config file and its variants, or by module name:
+  config = runs.load_config("alp_jax.configs.clap:tiny")
   config, graphdef, state, step = runs.restore(WORKDIR)    # the latest (or a given) checkpoint
   tok = runs.tokenizer(WORKDIR, config)                    # the run's tokenizer, checked against config.json
   meta = runs.export_encoder(WORKDIR, ENC_DIR)             # its audio encoder as an exported encoder
@@ -17,10 +18,12 @@ reads the copy. WORKDIR and ENC_DIR may be local or on any filesystem epath know
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
 import pathlib
+import re
 from typing import Callable
 
 import jax
@@ -41,19 +44,51 @@ from alp_jax.train import state as state_lib
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
-# Config files are Python source on this machine (not run data): a relative one is also looked up from here.
-_REPO = pathlib.Path(__file__).resolve().parents[2]
+# Config files are Python source on this machine (not run data). A relative path is looked up from the working
+# directory, then from the package folder (so "configs/clap.py" finds alp_jax/configs/clap.py in an installed
+# package too), then from the repository root of a checkout.
+_PACKAGE = pathlib.Path(__file__).resolve().parents[1]
+_REPO = _PACKAGE.parent
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+
+def _is_module_name(path: str) -> bool:
+  return bool(_MODULE_NAME.match(path)) and not path.endswith(".py")
+
+
+def config_file(spec: str) -> str:
+  """'alp_jax.configs.NAME[:variants]' or 'PATH.py[:variants]' -> 'ABSOLUTE_PATH.py[:variants]'.
+
+  A module name is found with importlib (the installed package, or anything on sys.path); a relative path is
+  tried from the working directory, then from the package folder, then from the repository root."""
+  path, colon, arg = spec.partition(":")
+  if _is_module_name(path):
+    try:
+      found_spec = importlib.util.find_spec(path)
+    except ModuleNotFoundError:
+      found_spec = None
+    if found_spec is None or not found_spec.origin or not found_spec.origin.endswith(".py"):
+      raise FileNotFoundError(f"config module {path!r} not found (e.g. alp_jax.configs.clap:tiny, or a file "
+                              f"path such as configs/clap.py:tiny)")
+    return f"{found_spec.origin}{colon}{arg}"
+  candidates = [pathlib.Path(path)] + ([] if os.path.isabs(path) else [_PACKAGE / path, _REPO / path])
+  found = next((p for p in candidates if p.is_file()), None)
+  if found is None:
+    where = f"in {os.getcwd()} and under {_PACKAGE} and {_REPO}" if len(candidates) > 1 else "there"
+    raise FileNotFoundError(f"config file {path!r} not found (looked {where})")
+  return f"{found.resolve()}{colon}{arg}"
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:
-  """'configs/NAME.py[:variants]' -> get_config(variants); a relative path is tried from the working directory,
-  then from the repository root."""
+  """'configs/NAME.py[:variants]' or 'alp_jax.configs.NAME[:variants]' -> get_config(variants).
+
+  A module name is imported by name; a relative path is tried from the working directory, then from the package
+  folder and the repository root (`config_file`)."""
   path, _, arg = spec.partition(":")
-  candidates = [pathlib.Path(path)] + ([] if os.path.isabs(path) else [_REPO / path])
-  found = next((p for p in candidates if p.is_file()), None)
-  if found is None:
-    where = f"in {os.getcwd()} and {_REPO}" if len(candidates) > 1 else "there"
-    raise FileNotFoundError(f"config file {path!r} not found (looked {where})")
+  if _is_module_name(path):
+    config_file(spec)   # a clear FileNotFoundError when there is no such module
+    return importlib.import_module(path).get_config(arg or None)
+  found = pathlib.Path(config_file(path))
   module_spec = importlib.util.spec_from_file_location(f"alp_config_{found.stem}", found)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)

@@ -136,6 +136,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
       state = encoder_init.load_into_state(state, config.model_init, mesh)
       _log(f"[train] audio encoder initialised from {config.model_init}")
     start_step = 0
+  # Metrics logged past the restored step (a crash after the last checkpoint) are dropped: each step once.
+  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True), resume_step=start_step)
+  if writer.dropped_rows:
+    _log(f"[train] dropped {writer.dropped_rows} metrics.jsonl row(s) past step {start_step} (logged before the "
+         f"restart; those steps run again)")
   n_params = state_lib.count_params(state["params"])
   _log(f"[train] {config.model.name}: {n_params / 1e6:.2f}M parameters, objective {config.loss.kind}")
   frozen = freeze.names(config.optimizer.get("frozen", ()))
@@ -169,7 +174,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
 
   # --- Loop.
-  writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True))
   preemption = _Preemption()
   pending = None  # (step, device metrics) of the last log step: fetched one step late
   rate = {"origin": None}

@@ -1,21 +1,17 @@
 """Contrastive audio-language pretraining (CLAP-style two towers), the study's contrastive branch.
 
   python -m alp_jax.train --config configs/clap.py:tiny --workdir runs/clap_tiny
+  alp-train --config alp_jax.configs.clap:tiny --workdir runs/clap_tiny    # the same, by module name
   python -m alp_jax.train --config configs/clap.py:base --workdir gs://.../clap_base --config.data.corpus_dir=...
 
 Variants: tiny (CPU seconds) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
 temperature 0.07, sum-reduced InfoNCE over the gathered global batch) | sigmoid (SigLIP loss) |
 sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature.
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import ml_collections  # noqa: E402
-
-import common  # noqa: E402
-from alp_jax.models import two_towers  # noqa: E402
+from alp_jax.configs import common
+from alp_jax.models import two_towers
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

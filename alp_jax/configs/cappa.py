@@ -5,15 +5,10 @@ prediction (CapPa), label smoothing 0.1.
 
 Variants: tiny | small | base (study: BART-base-sized 6-layer, 768-wide decoder) | ar_only (no parallel rows).
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import ml_collections  # noqa: E402
-
-import common  # noqa: E402
-from alp_jax.models import captioner  # noqa: E402
+from alp_jax.configs import common
+from alp_jax.models import captioner
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

@@ -9,15 +9,10 @@ against (theirs: an AudioSet-supervised Zipformer). Train, export, then start AL
 Variants: tiny | small | base | single_label (softmax cross-entropy instead of multi-label BCE).
 data.label_task names the label task (demo corpus: sound_type, instrument_family, speaker, domain, ...).
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import ml_collections  # noqa: E402
-
-import common  # noqa: E402
-from alp_jax.models import tagger  # noqa: E402
+from alp_jax.configs import common
+from alp_jax.models import tagger
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

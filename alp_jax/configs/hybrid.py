@@ -4,17 +4,12 @@ separately; this is our extension.
 
   python -m alp_jax.train --config configs/hybrid.py:tiny --workdir runs/hybrid_tiny
 """
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import ml_collections  # noqa: E402
-
-import cappa  # noqa: E402
-import clap  # noqa: E402
-import common  # noqa: E402
-from alp_jax.models import hybrid  # noqa: E402
+from alp_jax.configs import cappa
+from alp_jax.configs import clap
+from alp_jax.configs import common
+from alp_jax.models import hybrid
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

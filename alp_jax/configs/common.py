@@ -1,20 +1,16 @@
 """Pieces every config shares: data, frontend, optimizer, mesh, training loop settings.
 
 A config file defines `get_config(arg)`; `arg` is the text after ':' on the command line, a comma-separated list
-of variant names (e.g. `configs/clap.py:tiny` or `configs/clap.py:tiny,sigmoid`). Single fields are overridden
-with `--config.field=value` (e.g. `--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
+of variant names (e.g. `configs/clap.py:tiny`, `configs/clap.py:tiny,sigmoid`, or by module name
+`alp_jax.configs.clap:tiny`). Single fields are overridden with `--config.field=value` (e.g.
+`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
 """
-import os
-import sys
-
 import ml_collections
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from alp_jax import sharding  # noqa: E402
-from alp_jax.audio import frontend  # noqa: E402
-from alp_jax.data import pipeline  # noqa: E402
-from alp_jax.train import optimizer  # noqa: E402
+from alp_jax import sharding
+from alp_jax.audio import frontend
+from alp_jax.data import pipeline
+from alp_jax.train import optimizer
 
 DEMO_CORPUS = "runs/demo/corpus"
 
