@@ -7,7 +7,7 @@ TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal
 RUN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
-# The jax build: unset (CPU, what requirements.lock pins), cuda12 (NVIDIA GPUs) or tpu (TPU VMs).
+# The jax build: unset (CPU, what requirements.txt pins), cuda12 (NVIDIA GPUs) or tpu (TPU VMs).
 ALP_ACCELERATOR ?=
 ACCEL := $(or $(ALP_ACCELERATOR),cpu)
 STAMP := $(VENV)/.installed-$(ACCEL)
@@ -18,23 +18,23 @@ setup: $(STAMP) sysdeps
 
 # The exact locked versions (runtime + tensorboard, tfds and test extras), then the accelerator's jax build at
 # the locked jax version, then this checkout itself (editable, no dependency resolution).
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.txt pyproject.toml
 	@case "$(ACCEL)" in cpu|cuda12|tpu) ;; *) echo "ALP_ACCELERATOR must be cuda12 or tpu (or unset for CPU), not '$(ACCEL)'" >&2; exit 2;; esac
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
-	$(if $(filter-out cpu,$(ACCEL)),$(PY) -m pip install -q -c requirements.lock "jax[$(ACCEL)]")
+	$(PY) -m pip install -q -r requirements.txt
+	$(if $(filter-out cpu,$(ACCEL)),$(PY) -m pip install -q -c requirements.txt "jax[$(ACCEL)]")
 	$(PY) -m pip install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
-# Regenerates requirements.lock from pyproject.toml with uv in a throwaway venv (versions already in the lock are
+# Regenerates requirements.txt from pyproject.toml with uv in a throwaway venv (versions already in the lock are
 # kept unless a range excludes them; LOCK_ARGS=--upgrade moves everything to the newest allowed).
 LOCK_ARGS ?=
 lock:
 	@test -x /tmp/alp-uv/bin/uv || ($(PYTHON) -m venv /tmp/alp-uv && /tmp/alp-uv/bin/pip install -q uv)
 	/tmp/alp-uv/bin/uv pip compile pyproject.toml --python-version 3.11 --extra tensorboard --extra tfds \
-	    --extra test -o requirements.lock $(LOCK_ARGS)
+	    --extra test -o requirements.txt $(LOCK_ARGS)
 
 sysdeps:
 	@bash launch/install_system_packages.sh

@@ -18,7 +18,7 @@
 #
 # --setup (or ALP_SETUP=1) first brings the repo up to date on every worker: `git pull --ff-only` in an existing
 # clone, else `git clone ALP_REPO_URL`; the system packages (with sudo when it needs no password); `make setup`;
-# then jax[tpu] (libtpu) at the jaxlib version pinned in requirements.lock, which pins the CPU build
+# then jax[tpu] (libtpu) at the jaxlib version pinned in requirements.txt, which pins the CPU build
 # (the same as `ALP_ACCELERATOR=tpu make setup`).
 # Environment:
 #   ALP_REMOTE_DIR   the repo on each worker, relative to the worker's home or absolute (default: alp-jax)
@@ -55,9 +55,9 @@ if [ -n "${ALP_TPU_PROJECT-}" ]; then gcloud_args+=(--project="$ALP_TPU_PROJECT"
 
 if [ "$setup" = 1 ]; then
   repo_url=${ALP_REPO_URL:-$(git -C "$repo" remote get-url origin 2>/dev/null || true)}
-  jax_version=$(sed -n 's/^jaxlib==//p' "$repo/requirements.lock")
+  jax_version=$(sed -n 's/^jaxlib==//p' "$repo/requirements.txt")
   if [ -z "$jax_version" ]; then
-    echo "error: no jaxlib==VERSION line in $repo/requirements.lock" >&2
+    echo "error: no jaxlib==VERSION line in $repo/requirements.txt" >&2
     exit 2
   fi
   printf -v dir_q '%q' "$remote_dir"

@@ -284,7 +284,7 @@ def test_tpu_pod_setup_clones_installs_then_trains(sandbox, tmp_path):
   _write_exe(bin_dir / "git.python", "#!/bin/bash\n" + recorder)
   setup_command = _split_command(setup_call)[1]
   _run(["bash", "-c", setup_command], env, worker_home)
-  jax_version = [l.split("==")[1] for l in (REPO / "requirements.lock").read_text().splitlines()
+  jax_version = [l.split("==")[1] for l in (REPO / "requirements.txt").read_text().splitlines()
                  if l.startswith("jaxlib==")][0]
   assert (log / "worker").read_text().splitlines() == [
       "git clone https://example.org/alp-jax.git alp-jax", "make setup",
