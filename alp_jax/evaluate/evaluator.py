@@ -30,6 +30,12 @@ from alp_jax.evaluate import tasks as tasks_lib
 from alp_jax.models import encoders
 
 PROBE, CAPTION = "probe", "caption"
+TEXT_SIDE = frozenset({encoders.TEXT_TOWER, encoders.CAPTION_DECODER})   # a text tower or a caption decoder
+
+
+def by_method(row: dict) -> str:
+  """TASK, or TASK_likelihood for rows scored by the caption decoder (zero-shot, retrieval)."""
+  return row["task"] + ("_likelihood" if row["method"].endswith("likelihood") else "")
 TASK_FILES = {PROBE: "test.csv: path,label", CAPTION: "test.jsonl: id, audio, captions"}
 
 

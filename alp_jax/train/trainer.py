@@ -10,18 +10,12 @@ check naming the step (the last checkpoint stays intact), with nonfinite="skip" 
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import signal
-import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import ml_collections
-import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alp_jax import models
 from alp_jax import objectives
@@ -108,7 +102,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     _log(f"[train] warning: scan_layers on {scanned} with {mesh.size} CPU devices: jaxlib 0.10.2's CPU "
          f"collectives inside scanned layers can deadlock (observed here); set scan_layers=False on CPU meshes")
   objective = objectives.get(config.loss)
-  objective.check(models.MODELS.get(config.model.name), tuple(abstract_batch(config, mesh)), model_cfg=config.model)
+  batch_spec = abstract_batch(config, mesh)
+  objective.check(models.MODELS.get(config.model.name), tuple(batch_spec), model_cfg=config.model)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
   graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
   problems = sharding_lib.sharding_report(abstract["params"], shardings["params"], mesh, config.mesh.rules,
@@ -152,7 +147,6 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
 
   # --- Update step: compiled once, state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
-  batch_spec = abstract_batch(config, mesh)
   with jax.set_mesh(mesh):
     compiled = train_step.lower(state, batch_spec).compile()
   flops = perf.compiled_flops(compiled)

@@ -41,6 +41,7 @@ class LitEvaluator(evaluator.Evaluator):
     self.lit_dir = eval_cfg.get("lit_dir")
     self.text_side = ml_collections.ConfigDict({"beam_sizes": tuple(eval_cfg.get("beam_sizes", (1,)))})
     self.runs: list[dict] = []
+    self._calls = 0   # rows() calls so far: each in-training run gets its own folder
 
   def _encoder_dir(self, model: run_model_lib.RunModel, root: Path) -> Path:
     if model.encoder_dir is not None:
@@ -52,12 +53,13 @@ class LitEvaluator(evaluator.Evaluator):
   def _root(self) -> Path:
     """LIT_DIR in the CLI; LIT_DIR/eval_N for the N-th run inside training (the encoder changes between runs)."""
     root = Path(self.lit_dir)
-    return root if self.config is None else root / f"eval_{len(self.runs) // max(len(self.tasks()), 1)}"
+    return root if self.config is None else root / f"eval_{self._calls}"
 
   def rows(self, model, tasks):
     if not self.lit_dir:
       raise ValueError("evaluator lit: set lit_dir (where the LiT runs are written)")
     root = self._root()
+    self._calls += 1
     encoder_dir = self._encoder_dir(model, root)
     scorers = [evaluators.get(name)(None, self.text_side, log=self.log) for name in ("retrieval", "captioning")]
     rows = []

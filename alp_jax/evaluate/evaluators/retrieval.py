@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from alp_jax.evaluate import evaluator
 from alp_jax.evaluate import retrieval
-from alp_jax.models import encoders
 from alp_jax.train import evaluators
 
 
 @evaluators.register("retrieval")
 class RetrievalEvaluator(evaluator.Evaluator):
-  needs_any = frozenset({encoders.TEXT_TOWER, encoders.CAPTION_DECODER})
+  needs_any = evaluator.TEXT_SIDE
   task_kind = evaluator.CAPTION
   suites = ("default",)
   order = 2
@@ -25,4 +24,4 @@ class RetrievalEvaluator(evaluator.Evaluator):
     return retrieval.evaluate_task(model, task, cache_dir=self.eval_cfg.get("cache_dir"), log=self.log)
 
   def metric_name(self, row):
-    return row["task"] + ("_likelihood" if row["method"].endswith("likelihood") else "") + "/" + row["metric"]
+    return f"{evaluator.by_method(row)}/{row['metric']}"

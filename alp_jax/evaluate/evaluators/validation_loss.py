@@ -36,7 +36,6 @@ class ValidationLoss(evaluator.Evaluator):
     if len(self.dataset) == 0:
       raise ValueError(f"evaluator validation_loss: fewer clips than one batch of {config.batch_size} in "
                        f"{data_cfg.corpus_dir}")
-    self.mesh = mesh
     objective = objectives.get(config.loss)
 
     @jax.jit

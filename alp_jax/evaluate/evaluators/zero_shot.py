@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from alp_jax.evaluate import evaluator
 from alp_jax.evaluate import zero_shot
-from alp_jax.models import encoders
 from alp_jax.train import evaluators
 
 
 @evaluators.register("zero_shot")
 class ZeroShotEvaluator(evaluator.Evaluator):
-  needs_any = frozenset({encoders.TEXT_TOWER, encoders.CAPTION_DECODER})
+  needs_any = evaluator.TEXT_SIDE
   task_kind = evaluator.PROBE
   suites = ("default",)
   order = 1
@@ -25,7 +24,7 @@ class ZeroShotEvaluator(evaluator.Evaluator):
     return zero_shot.evaluate_task(model, task, cache_dir=self.eval_cfg.get("cache_dir"), log=self.log)
 
   def metric_name(self, row):
-    return row["task"] + ("_likelihood" if row["method"].endswith("likelihood") else "")
+    return evaluator.by_method(row)
 
   def protocol(self):
     return {"zero_shot_templates": list(zero_shot.TEMPLATES)}
