@@ -48,10 +48,16 @@ def test_linear_probe_learns_separable_and_not_shuffled(features):
                                     num_classes=CLASSES, multi_label=False, config=CONFIG)
   assert result.metric == "accuracy" and result.value >= 0.97
   assert len(result.grid) == 4 and result.num_fit + result.num_valid == 160
+  low, high = result.interval
+  assert low <= result.value <= high and high - low < 0.2   # narrower than [0, 1] (zero width at 100%)
+  assert result.test_scores.shape == (80, CLASSES) and "test_scores" not in result.to_dict()
+  assert probe.accuracy(result.test_scores, result.test_targets) == result.value
   shuffled = np.random.default_rng(1).permutation(train_y)
   chance = probe.train_and_evaluate({"features": train_x}, shuffled, {"features": test_x}, test_y,
                                     num_classes=CLASSES, multi_label=False, config=CONFIG)
   assert chance.value < 0.5   # chance is 0.25; 80 test clips
+  assert chance.interval[0] < chance.value < chance.interval[1] < low   # far below the learned probe's
+  assert 0.05 < chance.interval[1] - chance.interval[0] < 0.4   # ~ 2 x 1.96 sqrt(p (1 - p) / 80)
 
 
 def test_multi_label_probe_reaches_high_map(features):

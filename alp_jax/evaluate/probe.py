@@ -11,7 +11,8 @@ Protocol (fixed; docs/evaluation.md):
      split (valid.csv if given, else a seeded `valid_fraction` carved from train); the first best in grid
      order wins;
   4. retrain with the chosen setting on train + valid, report the test metric: accuracy (single-label,
-     softmax cross-entropy) or mAP (multi-label, sigmoid cross-entropy).
+     softmax cross-entropy) or mAP (multi-label, sigmoid cross-entropy), with its 95% percentile-bootstrap
+     interval over the test clips (alp_jax/evaluate/stats.py, `interval_resamples` draws, seeded by `seed`).
 Every shape is fixed per task (one compiled training function for all grid points and the retrain, one
 for predictions), and all randomness comes from `seed`: the same features give the same numbers.
 
@@ -21,6 +22,7 @@ applied after the frame reductions (exact, and ~E times cheaper per step).
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -32,6 +34,7 @@ import numpy as np
 import optax
 
 from alp_jax.evaluate import embed as embed_lib
+from alp_jax.evaluate import stats
 from alp_jax.evaluate import tasks as tasks_lib
 
 MEAN, ATTENTION = "mean", "attention"
@@ -48,6 +51,8 @@ class ProbeConfig:
   batch_size: int = 256
   valid_fraction: float = 0.15
   attention_heads: int = 4
+  interval_resamples: int = stats.RESAMPLES
+  interval_level: float = stats.LEVEL
   seed: int = 0
 
   def to_dict(self) -> dict:
@@ -65,9 +70,15 @@ class ProbeResult:
   num_fit: int
   num_valid: int
   num_test: int
+  interval: list[float] = dataclasses.field(default_factory=list)   # [low, high], bootstrap over test clips
+  # Per-clip test outputs (kept clips, task order), for paired comparisons (stats.paired_gap); not in to_dict.
+  test_scores: np.ndarray | None = dataclasses.field(default=None, repr=False)    # (N, C) logits
+  test_targets: np.ndarray | None = dataclasses.field(default=None, repr=False)   # (N,) ids or (N, C) multi-hot
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """JSON-ready: everything but the per-clip test outputs."""
+    return {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)
+            if f.name not in ("test_scores", "test_targets")}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -319,10 +330,14 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
   params = fit(_standardise(trainval, mean, std), trainval_targets, np.arange(len(trainval_targets)),
                learning_rate=best["learning_rate"], weight_decay=best["weight_decay"], **common)
   test_scores = predict(params, _standardise(test, mean, std), schedule.batch_size)
-  return ProbeResult(metric="map" if multi_label else "accuracy", value=score(test_scores, test_targets, multi_label),
+  metric = functools.partial(score, multi_label=multi_label)
+  interval = stats.bootstrap_interval(metric, (test_scores, test_targets), resamples=config.interval_resamples,
+                                      level=config.interval_level, seed=config.seed)
+  return ProbeResult(metric="map" if multi_label else "accuracy", value=metric(test_scores, test_targets),
                      learning_rate=best["learning_rate"], weight_decay=best["weight_decay"], grid=grid,
                      steps=schedule.steps, num_fit=len(fit_rows), num_valid=len(valid_rows),
-                     num_test=len(test_targets))
+                     num_test=len(test_targets), interval=list(interval), test_scores=test_scores,
+                     test_targets=np.asarray(test_targets))
 
 
 def probe_task(embeddings: Any, pooling: str, config: ProbeConfig = ProbeConfig()) -> ProbeResult:
@@ -342,13 +357,18 @@ def probe_task(embeddings: Any, pooling: str, config: ProbeConfig = ProbeConfig(
 
 
 def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = POOLINGS,
-                     config: ProbeConfig = ProbeConfig(), cache_dir=None, log=print) -> list[dict]:
-  """Embeds every task with `encoder` (an AudioEncoder) and probes it with each pooling.
+                     config: ProbeConfig = ProbeConfig(), cache_dir=None, log=print,
+                     keep_outputs: bool = False) -> list[dict]:
+  """Embeds every task with `encoder` (an AudioEncoder, or a baseline from alp_jax.evaluate.baselines) and probes
+  it with each pooling.
 
   task_dirs: task folders, or tasks.Task objects (e.g. from tfds_tasks.read_tfds_task), in any mix.
 
-  -> one row per (task, pooling): {"task", "task_dir", "metric", "method" (the pooling), "value", "skipped_files",
-  "num_classes", "probe": ProbeResult.to_dict(), "embed_seconds", "probe_seconds"}.
+  -> one row per (task, pooling): {"task", "task_dir", "metric", "method" (the pooling), "value", "interval"
+  ([low, high], 95% bootstrap over test clips), "skipped_files", "num_classes", "probe": ProbeResult.to_dict(),
+  "embed_seconds", "probe_seconds"}. keep_outputs: each row also holds "outputs": (test_scores (N, C), test_targets)
+  as NumPy arrays (for stats.paired_gap between systems on the same clips); such rows are not JSON-serialisable,
+  so drop "outputs" before writing them.
   """
   import time
   fingerprint = embed_lib.encoder_fingerprint(encoder) if cache_dir is not None else None
@@ -361,10 +381,14 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
       result = probe_task(embeddings, pooling, config)
       seconds = time.monotonic() - t0
       if log:
-        log(f"[probe] {task.name} {pooling}: {result.metric} {result.value:.4f} (lr {result.learning_rate:g}, "
-            f"wd {result.weight_decay:g}, {result.steps} steps, {seconds:.1f}s)")
+        low, high = result.interval
+        log(f"[probe] {task.name} {pooling}: {result.metric} {result.value:.4f} [{low:.4f}, {high:.4f}] "
+            f"(lr {result.learning_rate:g}, wd {result.weight_decay:g}, {result.steps} steps, {seconds:.1f}s)")
       rows.append({"task": task.name, "task_dir": str(task.directory), "metric": result.metric, "method": pooling,
-                   "value": result.value, "num_classes": len(task.classes), "skipped_files": len(embeddings.skipped),
-                   "skipped": [path for path, _ in embeddings.skipped], "probe": result.to_dict(),
-                   "embed_seconds": round(embeddings.seconds, 2), "probe_seconds": round(seconds, 2)})
+                   "value": result.value, "interval": list(result.interval), "num_classes": len(task.classes),
+                   "skipped_files": len(embeddings.skipped), "skipped": [path for path, _ in embeddings.skipped],
+                   "probe": result.to_dict(), "embed_seconds": round(embeddings.seconds, 2),
+                   "probe_seconds": round(seconds, 2)})
+      if keep_outputs:
+        rows[-1]["outputs"] = (result.test_scores, result.test_targets)
   return rows
