@@ -1,6 +1,7 @@
 """Frozen-encoder embeddings of a probe task: last-layer frames of every whole clip, cached per task.
 
-Legend: N clips, T frames of one clip (valid frames only), D encoder width.
+Legend: N clips, T frames of one clip (valid frames only), D encoder width, P pooled width (D unless the encoder
+gives its own pooled vector, e.g. the statistics of a classical baseline, alp_jax/evaluate/baselines.py).
 
 Each clip is decoded (any format/rate/channels), downmixed and resampled to 16 kHz, then encoded whole by
 `AudioEncoder.embed`, which cuts it into fixed windows of the training crop length (the last padded and
@@ -8,8 +9,8 @@ masked): no randomness, so the same encoder and files always give the same embed
 decode (or holds no samples) is reported by name, skipped and counted; it never stops the evaluation.
 
 The cache (optional) is one .npz per (task, encoder fingerprint, file list) under `cache_dir`; the encoder
-fingerprint hashes the exported settings and every parameter's bytes, so another checkpoint never reuses
-stale embeddings. In-memory clips (Example.audio, e.g. TFDS records) are decoded by their loader and
+fingerprint hashes the exported settings and every parameter's bytes (or is the encoder's own `fingerprint()`,
+as baselines give), so another checkpoint never reuses stale embeddings. In-memory clips (Example.audio, e.g. TFDS records) are decoded by their loader and
 fingerprinted by their key.
 """
 from __future__ import annotations
@@ -35,7 +36,7 @@ PROGRESS_EVERY_S = 10.0
 @dataclasses.dataclass
 class SplitEmbeddings:
   frames: list[np.ndarray]   # per kept clip: (T, D) float32
-  pooled: np.ndarray         # (N, D) mean over valid frames
+  pooled: np.ndarray         # (N, P) the encoder's "pooled" output: for an AudioEncoder the mean over valid frames
   kept: np.ndarray           # (N,) indices into the split's examples that decoded
 
 
@@ -53,7 +54,10 @@ class TaskEmbeddings:
 
 
 def encoder_fingerprint(encoder) -> str:
-  """sha1 of the encoder's exported settings (without provenance) and all of its parameter bytes."""
+  """sha1 of the encoder's exported settings (without provenance) and all of its parameter bytes; an object with its
+  own `fingerprint()` (a baseline without parameters) gives that instead."""
+  if hasattr(encoder, "fingerprint"):
+    return encoder.fingerprint()
   digest = hashlib.sha1()
   meta = {k: encoder.meta[k] for k in ("frontend", "audio", "crop_seconds") if k in encoder.meta}
   digest.update(json.dumps(meta, sort_keys=True).encode())
@@ -76,8 +80,8 @@ def _files_fingerprint(task: tasks_lib.Task) -> str:
   return digest.hexdigest()
 
 
-def _embed_file(encoder, example: tasks_lib.Example) -> np.ndarray | str:
-  """(T, D) frames, or the reason the clip cannot be used."""
+def _embed_file(encoder, example: tasks_lib.Example) -> tuple[np.ndarray, np.ndarray] | str:
+  """((T, D) frames, (P,) pooled) as the encoder gives them, or the reason the clip cannot be used."""
   path = example.path
   try:
     samples, sample_rate = example.audio.load() if example.audio is not None else audio_io.decode(path)
@@ -85,10 +89,12 @@ def _embed_file(encoder, example: tasks_lib.Example) -> np.ndarray | str:
     return str(e)
   if samples.shape[0] == 0:
     return f"{path}: no audio samples"
-  frames = encoder.embed(samples, sample_rate)["frames"]
+  out = encoder.embed(samples, sample_rate)
+  frames = out["frames"]
   if len(frames) == 0:
     return f"{path}: too short for one encoder frame ({samples.shape[0]} samples at {sample_rate} Hz)"
-  return frames
+  pooled = out["pooled"] if "pooled" in out else frames.mean(axis=0)
+  return frames, np.asarray(pooled, np.float32)
 
 
 def _save(cache_path: Path, result: TaskEmbeddings) -> None:
@@ -118,10 +124,14 @@ def _load(cache_path: Path, task: tasks_lib.Task) -> TaskEmbeddings:
 def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | None = None,
                memo: dict | None = None, fingerprint: str | None = None,
                log: Callable[[str], None] | None = print) -> TaskEmbeddings:
-  """Embeds every clip of every split of `task` with `encoder` (an AudioEncoder).
+  """Embeds every clip of every split of `task` with `encoder` (an AudioEncoder, or anything with the same
+  `embed(waveform, sample_rate) -> {"frames", "pooled"}` and `meta`, such as alp_jax.evaluate.baselines).
 
+  Each clip keeps the encoder's frames (attention probes) and the encoder's own "pooled" vector (mean probes; the
+  mean of the frames when the encoder gives none).
   cache_dir: reuse/write TASK-FINGERPRINT.npz there. memo: a dict shared between calls with the same encoder
-  (path -> frames or error), so clips shared by several tasks are embedded once. log: progress lines, or None.
+  (path -> (frames, pooled) or error), so clips shared by several tasks are embedded once. log: progress lines,
+  or None.
   """
   cache_path = None
   if cache_dir is not None:
@@ -139,7 +149,7 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
   done, computed = 0, 0
   splits, skipped = {}, []
   for split, examples in task.splits.items():
-    frames, kept = [], []
+    frames, pooled, kept = [], [], []
     for index, example in enumerate(examples):
       key = example.audio.key if example.audio is not None else str(example.path)
       if key not in memo:
@@ -152,7 +162,8 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
         if log:
           log(f"[embed] {task.name}: skipping {example.path.name}: {outcome}")
       else:
-        frames.append(outcome)
+        frames.append(outcome[0])
+        pooled.append(outcome[1])
         kept.append(index)
       now = time.monotonic()
       if log and now - last_report > PROGRESS_EVERY_S:
@@ -162,8 +173,7 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
         last_report = now
     if not frames:
       raise tasks_lib.TaskFormatError(f"{task.directory}: no clip of the {split} split could be decoded")
-    pooled = np.stack([f.mean(axis=0) for f in frames]).astype(np.float32)  # (N,D)
-    splits[split] = SplitEmbeddings(frames=frames, pooled=pooled, kept=np.array(kept, np.int64))
+    splits[split] = SplitEmbeddings(frames=frames, pooled=np.stack(pooled), kept=np.array(kept, np.int64))  # (N,P)
   seconds = time.monotonic() - t0
   result = TaskEmbeddings(task=task, splits=splits, skipped=skipped, seconds=seconds, cached=False)
   if log:
