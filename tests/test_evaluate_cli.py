@@ -94,6 +94,26 @@ def test_random_init_from_folder_and_config_build_the_same_architecture(tmp_path
   assert result["protocol"]["encoder"]["kind"] == "random_init"
 
 
+def test_baseline_runs_probes_only_with_intervals_and_says_why_the_rest_is_skipped(tmp_path, task_dir,
+                                                                                   caption_task_dir, capsys):
+  result = _run(tmp_path, "base", "--baseline", "logmel-stats", "--task-dir", str(task_dir), "--task-dir",
+                str(caption_task_dir), "--suite", "all", "--pooling", "both")
+  printed = capsys.readouterr().out
+  assert [(r["task"], r["method"]) for r in result["results"]] == [(task_dir.name, "mean"),
+                                                                   (task_dir.name, "attention")]
+  for row in result["results"]:
+    low, high = row["interval"]
+    assert low <= row["value"] <= high and row["skipped_files"] == 1 and row["probe"]["num_test"] == 8
+  assert result["results"][0]["value"] >= 0.75   # low vs high tone: the clip's mean log-mel tells them apart
+  protocol = result["protocol"]
+  assert protocol["encoder"]["kind"] == "baseline" and protocol["encoder"]["baseline"] == "logmel-stats"
+  assert protocol["frontend"]["num_mel_bins"] == 80 and protocol["evaluations"] == ["probe"]
+  assert "delta" in protocol["embedding"] and "bootstrap" in protocol["interval"]
+  assert "lit: skipped, needs an audio encoder" in printed
+  assert "retrieval: skipped, needs --workdir of a run with a audio encoder and caption decoder or text tower" in printed
+  assert "output width 160" in printed and "[" in printed.splitlines()[-3]   # the table shows the interval
+
+
 def test_missing_task_file_is_a_clear_error(tmp_path, encoder_dir, capsys):
   from alp_jax.evaluate.__main__ import main
   (tmp_path / "train.csv").write_text("path,label\na.wav,x\n")

@@ -1,6 +1,7 @@
 """Evaluation of an audio encoder or a training run on probe tasks and caption tasks: one command.
 
-  python -m alp_jax.evaluate (--encoder ENC_DIR | --workdir DIR [--step N] | --random-init CONFIG_OR_ENC_DIR)
+  python -m alp_jax.evaluate (--encoder ENC_DIR | --workdir DIR [--step N] | --random-init CONFIG_OR_ENC_DIR
+                             | --baseline logmel-stats)
       --task-dir DIR [--task-dir DIR ...] [--suite NAME[,NAME...]] [--pooling mean|attention|both]
       --out results.json [--seed 0] [--cache-dir DIR] [--beam-sizes 1,4] [--lit-config CONFIG --lit-steps N]
 
@@ -9,6 +10,9 @@
                (text tower and/or caption decoder) for zero-shot, retrieval and captioning.
 --random-init  fresh weights (seeded by --seed) for an exported encoder's exact architecture and frontend
                (ENC_DIR), or for a config's (configs/clap.py:tiny): the untrained baseline.
+--baseline     classical features, no learned encoder (alp_jax/evaluate/baselines.py): logmel-stats = the models'
+               80-bin log-mel and its deltas; mean probes read their clip mean/std, attention probes the frames.
+               Probes only: every other evaluation is skipped with the reason.
 --task-dir     a probe task (train.csv/test.csv: path,label) or a caption task (train.jsonl/test.jsonl: id,
                audio, captions); docs/evaluation.md.
 --suite        evaluators by name, or suites, comma-separated (default "default"). Every registered evaluator
@@ -23,7 +27,8 @@
                  default     probe, zero_shot, retrieval, captioning (those the source allows)
                  study       probe and lit (the study's probes and LiT-style alignment)
                  all         every evaluator that applies
-Prints a table (task, metric, method, value) and writes values plus the full protocol to --out.
+Prints a table (task, metric, method, value, and the 95% interval where there is one) and writes values plus the
+full protocol to --out.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import ml_collections
 import alp_jax
 from alp_jax import encoder_api
 from alp_jax.data import paths
+from alp_jax.evaluate import baselines
 from alp_jax.evaluate import evaluator as evaluator_lib
 from alp_jax.evaluate import run_model as run_model_lib
 from alp_jax.evaluate import tasks as tasks_lib
@@ -104,7 +110,11 @@ def load_encoder(*, encoder: str | None = None, workdir: str | None = None, rand
 
 
 def load_source(args) -> tuple[run_model_lib.RunModel, dict]:
-  """The model the evaluators see: a training run (every part it has), or an encoder alone."""
+  """The model the evaluators see: a training run (every part it has), an encoder alone, or a baseline's features."""
+  if args.baseline:
+    extractor = baselines.get(args.baseline)
+    return run_model_lib.RunModel.from_features(extractor), {"kind": "baseline", "path": args.baseline, "step": None,
+                                                              "baseline": args.baseline}
   if args.workdir:
     run = run_model_lib.RunModel.from_workdir(args.workdir, args.step)
     return run, {"kind": "workdir", "path": os.fspath(paths.resolve(args.workdir)), "step": run.step}
@@ -146,10 +156,11 @@ def options_from_args(args, out: Path) -> ml_collections.ConfigDict:
 
 
 def format_table(rows: list[dict]) -> str:
-  """(task, metric, method, value) rows; the method is the probe pooling, zero_shot, retrieval, greedy ..."""
-  lines = [f"{'task':<24} {'metric':<11} {'method':<24} {'value':>8}"]
+  """(task, metric, method, value, 95% interval) rows; the method is the probe pooling, zero_shot, retrieval ..."""
+  lines = [f"{'task':<24} {'metric':<11} {'method':<24} {'value':>8}  interval"]
   for row in rows:
-    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['method']:<24} {row['value']:>8.4f}")
+    interval = "[{:.4f}, {:.4f}]".format(*row["interval"]) if row.get("interval") else ""
+    lines.append(f"{row['task']:<24} {row['metric']:<11} {row['method']:<24} {row['value']:>8.4f}  {interval}".rstrip())
   return "\n".join(lines)
 
 
@@ -160,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
   source.add_argument("--encoder", help="exported encoder folder")
   source.add_argument("--workdir", help="training run folder (its encoder, and its text side)")
   source.add_argument("--random-init", help="exported encoder folder or config.py[:arg]: fresh weights")
+  source.add_argument("--baseline", choices=baselines.BASELINES, help="classical features (probes only)")
   parser.add_argument("--step", type=int, default=None, help="with --workdir: checkpoint step (default latest)")
   parser.add_argument("--task-dir", action="append", default=[], help="probe or caption task folder (repeatable)")
   tfds_tasks.add_arguments(parser)
@@ -209,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
           "encoder": provenance,
           "frontend": model.encoder.meta["frontend"],
           "window_seconds": model.encoder.meta["crop_seconds"],
-          "embedding": "last-layer frames of the whole clip, fixed windows of window_seconds (last one masked)",
+          "embedding": (f"{args.baseline}: {baselines.DESCRIPTION}" if args.baseline else
+                        "last-layer frames of the whole clip, fixed windows of window_seconds (last one masked)"),
           "evaluations": list(evaluations),
           **protocol,
           "seed": args.seed,

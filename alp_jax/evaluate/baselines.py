@@ -16,8 +16,9 @@ probe.evaluate_encoder, the embeddings cache: `fingerprint()` names its settings
 `--baseline logmel-stats` (probes only: it has no trainable encoder and no text side).
 
 Audio is prepared as AudioEncoder.embed does (alp_jax/encoder_api.py): downmixed, resampled to 16 kHz (libsoxr),
-cut into fixed windows of crop_seconds (the last padded and masked), K windows per call of one jitted log_mel, so
-one compiled shape serves every clip. Deterministic: the same clip always gives the same features.
+cut into fixed windows of crop_seconds (the last padded and masked), K windows per call (default 1: most clips are
+shorter than one window) of one jitted log_mel, so one compiled shape serves every clip. Deterministic: the same
+clip always gives the same features.
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ LOGMEL_STATS = "logmel-stats"
 BASELINES = (LOGMEL_STATS,)
 DEFAULT_CROP_SECONDS = 10.0   # the study's training crop (configs/clap.py, tagging.py): one compiled window shape
 DELTA_WINDOW = 2              # N: frames either side in the regression delta
+DESCRIPTION = ("frames: log-mel and its regression delta (N=2, edges replicated) of the whole clip, fixed windows "
+               "of window_seconds (last one masked); pooled: per-bin mean and std of both over the clip's frames")
 FEATURES_VERSION = 1          # bump when the features change, so cached embeddings are not reused
 
 
@@ -64,7 +67,7 @@ class LogMelStats:
 
   name = LOGMEL_STATS
 
-  def __init__(self, frontend_cfg=None, *, crop_seconds: float = DEFAULT_CROP_SECONDS, windows_per_call: int = 8):
+  def __init__(self, frontend_cfg=None, *, crop_seconds: float = DEFAULT_CROP_SECONDS, windows_per_call: int = 1):
     cfg = frontend.default_frontend_config() if frontend_cfg is None else frontend_cfg
     cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
     self.frontend_cfg = ml_collections.FrozenConfigDict(cfg)

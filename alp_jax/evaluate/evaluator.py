@@ -3,7 +3,7 @@
 An evaluator is a class in its own file under alp_jax/evaluate/evaluators/, registered by name
 (`@evaluators.register("NAME")`, alp_jax/train/evaluators.py). It declares what it needs:
   needs       model parts it needs all of (capabilities, alp_jax/models/encoders.py: audio_encoder, text_tower,
-              caption_decoder, classifier)
+              caption_decoder, classifier; and run_model.AUDIO_FEATURES, what a classical baseline has)
   needs_any   model parts it needs at least one of (zero-shot works with a text tower or a caption decoder)
   task_kind   the task folders it reads: PROBE (train/test.csv: path,label), CAPTION (train/test.jsonl), or None
   suites      the CLI suites it belongs to besides "all" (e.g. "default", "study")
@@ -31,6 +31,8 @@ from alp_jax.models import encoders
 
 PROBE, CAPTION = "probe", "caption"
 TEXT_SIDE = frozenset({encoders.TEXT_TOWER, encoders.CAPTION_DECODER})   # a text tower or a caption decoder
+# Per-clip audio features: an audio encoder, or a classical baseline (alp_jax/evaluate/baselines.py).
+AUDIO_FEATURES = frozenset({encoders.AUDIO_ENCODER, run_model_lib.AUDIO_FEATURES})
 
 
 def by_method(row: dict) -> str:
@@ -81,10 +83,13 @@ class Evaluator:
   def unmet(cls, capabilities: frozenset[str], task_kinds: Iterable[str]) -> str | None:
     """Why this evaluation cannot run on a model with `capabilities` and tasks of `task_kinds`; None if it can."""
     missing = sorted(cls.needs - capabilities)
-    if missing or (cls.needs_any and not cls.needs_any & capabilities):
-      wanted = " and ".join(missing) if missing else " or ".join(sorted(cls.needs_any))
-      return (f"needs --workdir of a run with a {wanted.replace('_', ' ')} (this source has "
-              f"{', '.join(sorted(capabilities)).replace('_', ' ') or 'nothing'})")
+    if cls.needs_any and not cls.needs_any & capabilities:
+      missing.append(" or ".join(sorted(cls.needs_any)))
+    have = ", ".join(sorted(capabilities)).replace("_", " ") or "nothing"
+    if missing == [encoders.AUDIO_ENCODER]:   # e.g. LiT on a baseline's features
+      return f"needs an audio encoder (--encoder, --workdir or --random-init; this source has {have})"
+    if missing:
+      return f"needs --workdir of a run with a {' and '.join(missing).replace('_', ' ')} (this source has {have})"
     if cls.task_kind is not None and cls.task_kind not in set(task_kinds):
       return f"no {cls.task_kind} task ({TASK_FILES[cls.task_kind]}) given"
     return None

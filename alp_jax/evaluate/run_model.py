@@ -4,7 +4,9 @@ Legend: N clips, M texts (prompts or captions), T encoder frames of a clip (vali
 E joint embedding width, L caption tokens (config.data.max_caption_tokens).
 
 What a model can do is read from its declared capabilities (alp_jax/models/encoders.py), never from its name.
-An exported or random-init encoder is a RunModel with the audio encoder only (`RunModel.from_encoder`).
+An exported or random-init encoder is a RunModel with the audio encoder only (`RunModel.from_encoder`); a
+classical-feature baseline (alp_jax/evaluate/baselines.py) is one with AUDIO_FEATURES only (`RunModel.from_features`):
+per-clip features for probes, nothing to train or export.
 
 Every clip is encoded whole by the exported-encoder path (`AudioEncoder.embed`: fixed windows of the training
 crop, the last one masked), so the run's heads see the same deterministic frames as the probes. From those
@@ -33,6 +35,7 @@ from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.models import decoding, encoders, heads
 from alp_jax.train import runs
 
+AUDIO_FEATURES = "audio_features"   # per-clip frames and pooled features without a trainable encoder: probes only
 CLIP_BATCH = 8
 PROGRESS_EVERY_S = 10.0
 TEXT_BATCH = 64
@@ -115,6 +118,13 @@ class RunModel:
   def from_encoder(cls, encoder: encoder_api.AudioEncoder, encoder_dir: str | None = None) -> "RunModel":
     """An audio encoder alone (exported or random init): probes and LiT, no text side."""
     return cls(None, None, None, encoder=encoder, encoder_dir=encoder_dir)
+
+  @classmethod
+  def from_features(cls, extractor) -> "RunModel":
+    """A feature extractor with AudioEncoder's `embed` and `meta` (a baseline): probes only."""
+    run = cls(None, None, None, encoder=extractor)
+    run.kind, run.capabilities = "baseline", frozenset({AUDIO_FEATURES})
+    return run
 
   @property
   def contrastive(self) -> bool:

@@ -1,4 +1,5 @@
-"""Evaluator "probe": linear probes (mean and/or attention pooling) on probe tasks, on the audio encoder alone.
+"""Evaluator "probe": linear probes (mean and/or attention pooling) on probe tasks, on the audio encoder alone
+(or on a classical-feature baseline: --baseline). Every row carries its 95% bootstrap interval over test clips.
 
   config.evaluators.probe = ConfigDict(type="probe", task_dirs=(DIR, ...), pooling="mean", every=N)
   python -m alp_jax.evaluate ... --suite probe [--pooling mean|attention|both] [--seed S] [--cache-dir DIR]
@@ -14,6 +15,8 @@ from alp_jax.train import evaluators
 
 @evaluators.register("probe")
 class ProbeEvaluator(evaluator.Evaluator):
+  needs = frozenset()
+  needs_any = evaluator.AUDIO_FEATURES   # an audio encoder or a baseline's features
   task_kind = evaluator.PROBE
   suites = ("default", "study")
   order = 0
@@ -33,5 +36,7 @@ class ProbeEvaluator(evaluator.Evaluator):
 
   def protocol(self):
     return {"poolings": list(self.poolings), "probe": self.probe_config.to_dict(),
+            "interval": f"percentile bootstrap over test clips, {self.probe_config.interval_resamples} resamples, "
+                        f"level {self.probe_config.interval_level}",
             "selection": "valid.csv if present, else a seeded valid_fraction of train (seed 0); first best in grid "
                          "order; retrain on train+valid"}
