@@ -6,6 +6,16 @@
   out["frames"] (T', D), out["frame_mask"] (T',), out["pooled"] (D,) = mean over valid frames
   outs = enc.embed_batch([w1, w2], [sr1, sr2])
 
+Layers (per-layer probes): `AudioEncoder.load(ENC_DIR, layer=k)`, `AudioEncoder.build(meta, layer=k)` or
+`enc.at_layer(k)` (a view sharing the weights and the compiled function) embed with another layer; `embed` returns
+the same dict. A layer is
+  "last"      (default) the encoder's output: the last block after the final LayerNorm, what training used
+  k           an int in [0, num_layers): block k's raw output (residual stream, no final LayerNorm), so
+              k = num_layers - 1 is "last" without the final LayerNorm
+  "patch"     the patch embedding plus positions, before block 0 (encoders that report it)
+"layer_k" and "k" name block k too. `enc.embed_layers(waveform, sr)` -> {"patch", "layer_0", ..., "last": (T, D)
+frames} from one forward pass. An unknown layer is a ValueError naming the valid ones.
+
 Audio is downmixed, resampled to 16 kHz (libsoxr), cut into fixed windows of the training crop length
 (the last one padded and masked) and encoded window by window in fixed-size batches, so one compiled
 function serves every length. Same input, same output: no randomness at inference.
@@ -18,8 +28,11 @@ that is not one. `get_encoder` finds the audio encoder inside a model or its par
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +53,7 @@ ENCODER_ATTR = "audio_encoder"
 # Where each model keeps its audio encoder (attribute path): at the top (two_towers, captioner, tagger) or inside
 # the shared two towers (hybrid).
 ENCODER_PATHS = ((ENCODER_ATTR,), ("towers", ENCODER_ATTR))
+LAST, PATCH = "last", "patch"   # layer names besides "layer_k" (the module docstring)
 
 
 def meta_from_config(config: ml_collections.ConfigDict, **provenance) -> dict:
@@ -127,9 +141,22 @@ def set_encoder(params, value) -> None:
   node[last] = value
 
 
+def layer_name(layer: int | str) -> str:
+  """The out_dict name of a layer choice: 3, "3" or "layer_3" -> "layer_3"; "last" and "patch" stay."""
+  if isinstance(layer, (int, np.integer)) and not isinstance(layer, bool):
+    return f"layer_{int(layer)}"
+  text = str(layer).strip()
+  return f"layer_{int(text)}" if re.fullmatch(r"-?\d+", text) else text
+
+
+def _block_index(name: str) -> int | None:
+  match = re.fullmatch(r"layer_(\d+)", name)
+  return int(match.group(1)) if match else None
+
+
 class AudioEncoder:
 
-  def __init__(self, meta: dict, module: nnx.Module, *, windows_per_call: int = 8):
+  def __init__(self, meta: dict, module: nnx.Module, *, windows_per_call: int = 8, layer: int | str = LAST):
     self.meta = meta
     self.frontend_cfg = ml_collections.FrozenConfigDict(meta["frontend"])
     self.window_samples = int(round(meta["crop_seconds"] * audio_io.TARGET_SAMPLE_RATE))
@@ -137,31 +164,79 @@ class AudioEncoder:
     self.module = module
     graphdef, state = nnx.split(module)
 
-    @jax.jit
-    def encode(state, audio, mask):
+    @functools.partial(jax.jit, static_argnames="names")
+    def encode(state, audio, mask, names=(LAST,)):
+      """-> ({name: (W,T',D) float32} for `names` (None: every layer), (W,T') frame mask)."""
       encoder = nnx.merge(graphdef, state)
       features, frame_mask = frontend.log_mel(audio, mask, self.frontend_cfg)  # (W,T,M)
-      frames, out_dict = encoder(features, frame_mask, deterministic=True)     # (W,T',D)
-      return frames.astype(jnp.float32), out_dict["frame_mask"]
+      frames, out_dict = encoder(features, frame_mask, deterministic=True,
+                                 keep_layers=names != (LAST,))                # (W,T',D)
+      if names is None:
+        names = [n for n in out_dict if n == PATCH or _block_index(n) is not None] + [LAST]
+      return ({n: (frames if n == LAST else out_dict[n]).astype(jnp.float32) for n in names},
+              out_dict["frame_mask"])
 
-    self._state = state
+    # Shared with every view (at_layer): the parameters (sync) and the layer names found by tracing.
+    self._shared = {"state": state, "layer_names": None}
     self._encode = encode
+    self.layer, self.layer_name = LAST, LAST
+    if layer_name(layer) != LAST:
+      self.layer, self.layer_name = self._check_layer(layer)
+
+  @property
+  def _state(self):
+    return self._shared["state"]
 
   def sync(self) -> None:
-    """Picks up parameters changed in place on `module` (nnx.update), keeping the compiled encode function."""
-    self._state = nnx.split(self.module)[1]
+    """Picks up parameters changed in place on `module` (nnx.update), keeping the compiled encode function; every
+    view of this encoder (at_layer) sees them too."""
+    self._shared["state"] = nnx.split(self.module)[1]
+
+  @property
+  def layer_names(self) -> tuple[str, ...]:
+    """Every layer this encoder can embed with, input to output: ("patch", "layer_0", ..., "last")."""
+    if self._shared["layer_names"] is None:
+      window = jax.ShapeDtypeStruct((1, self.window_samples), jnp.float32)
+      outputs, _ = jax.eval_shape(functools.partial(self._encode, names=None), self._state, window,
+                                  jax.ShapeDtypeStruct(window.shape, bool))
+      order = lambda n: (-1 if n == PATCH else 1 << 30 if n == LAST else _block_index(n))
+      self._shared["layer_names"] = tuple(sorted(outputs, key=order))
+    return self._shared["layer_names"]
+
+  @property
+  def num_layers(self) -> int:
+    """Transformer blocks (depth): the int layers are 0 .. num_layers - 1."""
+    return sum(_block_index(n) is not None for n in self.layer_names)
+
+  def _check_layer(self, layer: int | str) -> tuple[int | str, str]:
+    """-> (layer as an int or "last"/"patch", its out_dict name); ValueError naming the valid layers."""
+    name = layer_name(layer)
+    if name not in self.layer_names:
+      extra = f", {PATCH!r} (patch embedding + positions)" if PATCH in self.layer_names else ""
+      raise ValueError(f"layer {layer!r} is not a layer of this encoder: choose an int 0..{self.num_layers - 1} "
+                       f"(block output), {LAST!r} (the encoder's output){extra}")
+    index = _block_index(name)
+    return (name if index is None else index), name
+
+  def at_layer(self, layer: int | str) -> "AudioEncoder":
+    """A view of this encoder that embeds with `layer` (module docstring); it shares the weights, `sync` and the
+    compiled function."""
+    view = copy.copy(self)
+    view.layer, view.layer_name = (LAST, LAST) if layer_name(layer) == LAST else self._check_layer(layer)
+    return view
 
   @property
   def output_dim(self) -> int:
     return int(self.module.output_dim)
 
   @classmethod
-  def build(cls, meta: dict, *, seed: int = 0) -> "AudioEncoder":
+  def build(cls, meta: dict, *, seed: int = 0, layer: int | str = LAST) -> "AudioEncoder":
     """Fresh weights for the architecture in `meta` (the random-init baseline of an exported encoder)."""
-    return cls(meta, models.encoder_from_config(ml_collections.ConfigDict(meta["audio"]), rngs=nnx.Rngs(seed)))
+    return cls(meta, models.encoder_from_config(ml_collections.ConfigDict(meta["audio"]), rngs=nnx.Rngs(seed)),
+               layer=layer)
 
   @classmethod
-  def load(cls, enc_dir: str | os.PathLike) -> "AudioEncoder":
+  def load(cls, enc_dir: str | os.PathLike, *, layer: int | str = LAST) -> "AudioEncoder":
     enc_dir = paths.resolve(enc_dir)
     meta = read_meta(enc_dir)
     audio_cfg = ml_collections.ConfigDict(meta["audio"])
@@ -173,7 +248,7 @@ class AudioEncoder:
     with ocp.StandardCheckpointer() as checkpointer:
       pure = checkpointer.restore(enc_dir / PARAMS_DIR, target)
     nnx.replace_by_pure_dict(abstract_state, pure)
-    return cls(meta, nnx.merge(graphdef, abstract_state))
+    return cls(meta, nnx.merge(graphdef, abstract_state), layer=layer)
 
   def save(self, enc_dir: str | os.PathLike) -> epath.Path:
     """Writes an export folder that `load` reads back (`write_export`: replaces an earlier export, refuses a
@@ -192,7 +267,8 @@ class AudioEncoder:
     mask[:len(audio16k)] = True
     return padded.reshape(count, w), mask.reshape(count, w)
 
-  def embed(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
+  def _encode_clip(self, waveform, sample_rate: int, names) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """-> ({name: (W*T', D) frames of every window}, (W*T',) frame mask) for one clip, window by window."""
     samples = np.asarray(waveform, np.float32)
     if samples.ndim == 2:
       samples = audio_io.to_mono(samples)
@@ -200,7 +276,7 @@ class AudioEncoder:
       raise ValueError(f"waveform must be a non-empty (N,) or (N, C) array, got shape {np.shape(waveform)}")
     audio = audio_io.resample(samples, int(sample_rate), audio_io.TARGET_SAMPLE_RATE)
     windows, masks = self._windows(audio)
-    frames, frame_masks = [], []
+    outputs, frame_masks = {}, []
     k = self.windows_per_call
     for start in range(0, len(windows), k):
       chunk, chunk_mask = windows[start:start + k], masks[start:start + k]
@@ -208,13 +284,25 @@ class AudioEncoder:
       if n < k:  # fixed shape: pad with fully masked windows
         chunk = np.concatenate([chunk, np.zeros((k - n, chunk.shape[1]), np.float32)])
         chunk_mask = np.concatenate([chunk_mask, np.zeros((k - n, chunk.shape[1]), bool)])
-      f, m = jax.device_get(self._encode(self._state, jnp.asarray(chunk), jnp.asarray(chunk_mask)))
-      frames.append(f[:n].reshape(-1, f.shape[-1]))
+      f, m = jax.device_get(self._encode(self._state, jnp.asarray(chunk), jnp.asarray(chunk_mask), names=names))
+      for name, frames in f.items():
+        outputs.setdefault(name, []).append(frames[:n].reshape(-1, frames.shape[-1]))
       frame_masks.append(m[:n].reshape(-1))
-    frames, frame_mask = np.concatenate(frames), np.concatenate(frame_masks)
-    valid = frames[frame_mask]
+    return {name: np.concatenate(parts) for name, parts in outputs.items()}, np.concatenate(frame_masks)
+
+  def embed(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
+    """-> "frames" (T, D) valid frames of this encoder's layer (25 Hz for stack 4), "frame_mask" (T,) all True,
+    "pooled" (D,) their mean."""
+    outputs, frame_mask = self._encode_clip(waveform, sample_rate, (self.layer_name,))
+    valid = outputs[self.layer_name][frame_mask]
     return {"frames": valid, "frame_mask": np.ones(len(valid), bool),
-            "pooled": valid.mean(axis=0) if len(valid) else np.zeros(frames.shape[-1], np.float32)}
+            "pooled": valid.mean(axis=0) if len(valid) else np.zeros(valid.shape[-1], np.float32)}
+
+  def embed_layers(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
+    """Every layer's valid frames from one forward pass: {"patch", "layer_0", ..., "last": (T, D)} in
+    `layer_names` order; each equals `at_layer(name).embed(...)["frames"]`."""
+    outputs, frame_mask = self._encode_clip(waveform, sample_rate, None)
+    return {name: outputs[name][frame_mask] for name in self.layer_names}
 
   def embed_batch(self, waveforms, sample_rates) -> list[dict[str, np.ndarray]]:
     if np.isscalar(sample_rates):

@@ -4,6 +4,7 @@
                              | --baseline logmel-stats)
       --task-dir DIR [--task-dir DIR ...] [--suite NAME[,NAME...]] [--pooling mean|attention|both]
       --out results.json [--seed 0] [--cache-dir DIR] [--beam-sizes 1,4] [--lit-config CONFIG --lit-steps N]
+      [--layer last|K|patch]
 
 --encoder      an exported encoder (python -m alp_jax.export).
 --workdir      a training run: its latest (or --step) checkpoint; its encoder for the probes, and its text side
@@ -13,6 +14,8 @@
 --baseline     classical features, no learned encoder (alp_jax/evaluate/baselines.py): logmel-stats = the models'
                80-bin log-mel and its deltas; mean probes read their clip mean/std, attention probes the frames.
                Probes only: every other evaluation is skipped with the reason.
+--layer        the encoder layer the probes embed with: "last" (default, the encoder's output), K (block K's raw
+               output, 0-based) or "patch" (before block 0); alp_jax/encoder_api.py. Probes only (--suite probe).
 --task-dir     a probe task (train.csv/test.csv: path,label) or a caption task (train.jsonl/test.jsonl: id,
                audio, captions); docs/evaluation.md.
 --suite        evaluators by name, or suites, comma-separated (default "default"). Every registered evaluator
@@ -122,6 +125,19 @@ def load_source(args) -> tuple[run_model_lib.RunModel, dict]:
   return run_model_lib.RunModel.from_encoder(encoder, encoder_dir=args.encoder), provenance
 
 
+def apply_layer(model: run_model_lib.RunModel, layer: str, evaluations: tuple[str, ...]) -> None:
+  """--layer: the probes embed with that layer of the encoder (a view sharing its weights)."""
+  if encoder_api.layer_name(layer) == encoder_api.LAST:
+    return
+  if set(evaluations) - {"probe"}:
+    raise UsageError(f"--layer {layer}: only the probes embed with a chosen layer, not "
+                     f"{', '.join(e for e in evaluations if e != 'probe')}; add --suite probe")
+  try:
+    model.encoder = model.encoder.at_layer(layer)
+  except ValueError as e:
+    raise UsageError(f"--layer {layer}: {e}") from None
+
+
 def named_directly(spec: str | None) -> set[str]:
   """The evaluators a --suite value names by their own name (not through a suite)."""
   return {p.strip() for p in (spec or "").split(",") if p.strip() in cli_evaluators()}
@@ -173,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
   source.add_argument("--random-init", help="exported encoder folder or config.py[:arg]: fresh weights")
   source.add_argument("--baseline", choices=baselines.BASELINES, help="classical features (probes only)")
   parser.add_argument("--step", type=int, default=None, help="with --workdir: checkpoint step (default latest)")
+  parser.add_argument("--layer", default=encoder_api.LAST, help="probes: last (default), block K or patch")
   parser.add_argument("--task-dir", action="append", default=[], help="probe or caption task folder (repeatable)")
   tfds_tasks.add_arguments(parser)
   parser.add_argument("--suite", default=None, help="evaluators or suites, comma-separated (default: default)")
@@ -203,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if not evaluations:
       raise UsageError(f"nothing to evaluate: none of {requested} applies to these tasks with this source "
                        f"(see the lines above)")
+    apply_layer(model, args.layer, evaluations)
+    provenance["layer"] = model.encoder.layer
     print(f"[evaluate] source: {provenance['kind']} {provenance['path']} (step {provenance['step']}), "
           f"parts {', '.join(sorted(model.capabilities))}, output width {model.encoder.output_dim}, window "
           f"{model.encoder.meta['crop_seconds']} s; evaluations: {', '.join(evaluations)}")
@@ -222,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
           "frontend": model.encoder.meta["frontend"],
           "window_seconds": model.encoder.meta["crop_seconds"],
           "embedding": (f"{args.baseline}: {baselines.DESCRIPTION}" if args.baseline else
-                        "last-layer frames of the whole clip, fixed windows of window_seconds (last one masked)"),
+                        f"frames of layer {model.encoder.layer!r} of the whole clip, fixed windows of window_seconds "
+                        "(last one masked)"),
           "evaluations": list(evaluations),
           **protocol,
           "seed": args.seed,

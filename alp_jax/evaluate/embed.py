@@ -1,4 +1,5 @@
-"""Frozen-encoder embeddings of a probe task: last-layer frames of every whole clip, cached per task.
+"""Frozen-encoder embeddings of a probe task: frames of every whole clip (the encoder's layer, default the
+last), cached per task.
 
 Legend: N clips, T frames of one clip (valid frames only), D encoder width, P pooled width (D unless the encoder
 gives its own pooled vector, e.g. the statistics of a classical baseline, alp_jax/evaluate/baselines.py).
@@ -54,13 +55,16 @@ class TaskEmbeddings:
 
 
 def encoder_fingerprint(encoder) -> str:
-  """sha1 of the encoder's exported settings (without provenance) and all of its parameter bytes; an object with its
-  own `fingerprint()` (a baseline without parameters) gives that instead."""
+  """sha1 of the encoder's exported settings (without provenance), its layer (any but the default "last", so
+  earlier caches stay valid) and all of its parameter bytes; an object with its own `fingerprint()` (a baseline
+  without parameters) gives that instead."""
   if hasattr(encoder, "fingerprint"):
     return encoder.fingerprint()
   digest = hashlib.sha1()
   meta = {k: encoder.meta[k] for k in ("frontend", "audio", "crop_seconds") if k in encoder.meta}
   digest.update(json.dumps(meta, sort_keys=True).encode())
+  if getattr(encoder, "layer_name", "last") != "last":
+    digest.update(f"layer={encoder.layer_name}".encode())
   leaves = jax.tree_util.tree_leaves_with_path(encoder.encoder_params_pure())
   for path, leaf in leaves:
     digest.update(jax.tree_util.keystr(path).encode())

@@ -13,7 +13,9 @@ Registry name "transformer" (alp_jax.models.encoders.AUDIO_ENCODERS). Another en
 Zipformer) is a new file with the same constructor `(cfg, *, rngs)` and the same call contract:
   __call__(features (B,T,M), frame_mask (B,T), *, deterministic, dropout_key, keep_layers)
     -> (frames (B,T',D), out_dict with "frames", "frame_mask", "pooled" (masked mean) ...)
-and an `output_dim` attribute (D).
+and an `output_dim` attribute (D). With keep_layers=True the out_dict also holds "layer_i" (B,T',D), block i's
+output for i = 0..depth-1, and here "patch" (B,T',D), the patch embedding plus positions before block 0: the
+per-layer probes (`AudioEncoder.at_layer`, `embed_layers`) read these names.
 """
 from __future__ import annotations
 
@@ -97,10 +99,13 @@ class TransformerAudioEncoder(nnx.Module):
       x = x + self.positions(length).astype(self.dtype)[None]
     else:
       x = x + layers.sinusoidal_positions(length, width).astype(self.dtype)[None]
+    patch = x
     embed_key, encoder_key = layers.split_key(dropout_key, 2)
     x = layers.dropout(x, self.dropout, embed_key, deterministic)
     frames, out_dict = self.encoder(x, mask, deterministic=deterministic, dropout_key=encoder_key,
                                     keep_layers=keep_layers)
+    if keep_layers:
+      out_dict["patch"] = patch  # (B,T',D) before block 0
     out_dict["frames"] = frames
     out_dict["frame_mask"] = mask
     out_dict["pooled"] = layers.masked_mean(frames.astype(jnp.float32), mask)  # (B,D)
