@@ -124,7 +124,7 @@ def _documented_counts():
   """{size: (audio params, text params)} from the size table in docs/models.md."""
   counts = {}
   for line in DOCS.read_text().splitlines():
-    match = re.match(r"\|\s*(tiny|small|base|large)\s*\|(.*)\|\s*$", line)
+    match = re.match(r"\|\s*(tiny|mini|small|base|large)\s*\|(.*)\|\s*$", line)
     if match:
       cells = [c.strip().replace(",", "") for c in match.group(2).split("|")]
       if len(cells) >= 6 and all(c.isdigit() for c in cells[:6]):

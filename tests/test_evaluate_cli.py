@@ -127,11 +127,11 @@ def test_demo_tasks_are_balanced_disjoint_and_compare_prints_one_table(tmp_path,
   from alp_jax.demo import tasks as demo_tasks
   from alp_jax.evaluate import tasks
   try:
-    task_dirs = demo_tasks.build_demo_tasks(tmp_path / "demo", clips_per_task=12, seed=1000, quiet=True)
+    task_dirs = demo_tasks.build_demo_tasks(tmp_path / "demo", clips_per_task=24, seed=1000, quiet=True)
   except sysdeps.MissingSystemPackage as e:
     pytest.skip(str(e))
   assert sorted(task_dirs) == sorted(demo_tasks.TASKS)
-  plan = {c["file"]: c for c in demo_tasks.plan(12, 1000)}
+  plan = {c["file"]: c for c in demo_tasks.plan(24, 1000)}
   for name, task_dir in task_dirs.items():
     task = tasks.read_task(task_dir)
     train = {e.path for e in task.splits["train"]}

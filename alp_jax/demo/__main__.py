@@ -38,8 +38,11 @@ from alp_jax.data import pipeline
 from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.demo import corpus as demo_corpus
 from alp_jax.demo import sysdeps
+from alp_jax.demo import ood_tasks
 from alp_jax.demo import tasks as demo_tasks
 from alp_jax.encoder_api import AudioEncoder
+from alp_jax.evaluate import baselines
+from alp_jax.evaluate import comparison
 from alp_jax.evaluate.run_model import RunModel
 from alp_jax.train import runs
 from alp_jax.train import trainer
@@ -106,22 +109,31 @@ def stage_evaluate(out: Path) -> dict:
   corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
   # Any probe clip that duplicates a corpus clip is drawn again (demo_tasks); the report below re-checks them all.
   dirs = demo_tasks.build_demo_tasks(out / "probe_tasks", corpus_dir=corpus_dir, corpus=corpus)
+  # Held-out tasks from another synthesis path (NumPy instruments and events, other rates and channels).
+  ood_dirs = ood_tasks.build_ood_tasks(out / "ood_tasks")
   _banner("leakage: the probe tasks against the pretraining corpus")
   caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
-  leak_report = leakage.check(corpus_dir, list(dirs.values()) + [caption_dir], corpus=corpus, quiet=True)
+  leak_report = leakage.check(corpus_dir, list(dirs.values()) + list(ood_dirs.values()) + [caption_dir], corpus=corpus,
+                              quiet=True)
   print("\n".join(leakage.summary_lines(leak_report)))
   (out / "leakage.json").write_text(json.dumps(leak_report, indent=1))
   print(f"[leakage] full report: {out / 'leakage.json'}")
   clap = AudioEncoder.load(out / "clap_encoder")
-  encoders = {"clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder"),
-              "random_init": AudioEncoder.build(clap.meta, seed=0)}
+  # The baselines every pretrained encoder is compared with: the same architecture with random weights, and the
+  # classical log-mel statistics (alp_jax/evaluate/baselines.py), through the same probes.
+  encoders = {"random_init": AudioEncoder.build(clap.meta, seed=0), "logmel-stats": baselines.get("logmel-stats"),
+              "clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder")}
   # The runs' own text sides, zero-shot on the tasks named by caption words: CLAP by its text tower, CapPa by
   # the likelihood of the class prompts under its decoder.
   runs = {name: RunModel.from_workdir(out / f"{name}_tiny") for name in ("clap", "cappa")}
   cache_dir = out / "embeddings"   # each clip encoded once per encoder weights, also across `make demo` runs
-  rows = demo_tasks.compare(encoders, dirs, runs=runs, cache_dir=cache_dir)
+  rows = demo_tasks.compare(encoders, list(dirs.values()) + list(ood_dirs.values()), runs=runs, cache_dir=cache_dir)
   print()
-  demo_tasks.print_comparison(rows)
+  print(comparison.format_table(rows), flush=True)
+  counts = comparison.summary(rows)
+  for name, c in counts.items():
+    print(f"{name}: significantly above the stronger baseline on {c['significantly_above']} of {c['rows']} "
+          f"task/pooling rows, significantly below on {c['significantly_below']}")
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
   _banner("the runs' text side on the demo caption task (test split): retrieval and captioning")
   text_rows = demo_tasks.compare_text_side(runs, caption_dir, cache_dir=cache_dir)
@@ -131,7 +143,7 @@ def stage_evaluate(out: Path) -> dict:
   print(f"({clips} test clips: chance R@1 = {1 / clips:.3f}, R@10 = {min(1.0, 10 / clips):.3f}; all metrics in "
         f"{out / 'text_results.json'})")
   (out / "text_results.json").write_text(json.dumps(text_rows, indent=1))
-  return {"tasks": len(dirs), "seconds": round(time.monotonic() - t0, 1),
+  return {"tasks": len(dirs) + len(ood_dirs), "seconds": round(time.monotonic() - t0, 1),
           "results": str(out / "probe_results.json"), "text_results": str(out / "text_results.json"),
           "leakage": f"{leak_report['exact']} exact, {leak_report['near']} near ({out / 'leakage.json'})"}
 

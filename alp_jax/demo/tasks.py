@@ -11,7 +11,7 @@ the pretraining corpus does not use (its default is 0), and writes five task fol
   sound_type         sound clips, label = one of SOUND_TYPES (sometimes over a background texture)
   domain             every clip, label = speech | music | sound
 
-Each task keeps a quarter of every class for test (seeded). Classes are balanced and the music attributes
+Each task keeps a third of every class for test (seeded; 100 test clips per task by default). Classes are balanced and the music attributes
 are crossed (every family plays every pitch class), so one task's label does not give away another's.
 
 A fresh seed alone does not make a clip new: the same voice saying the same sentence, or two pink noises,
@@ -42,17 +42,19 @@ from alp_jax.demo import captions as demo_captions
 from alp_jax.demo import synth as demo_synth
 from alp_jax.demo import sysdeps
 from alp_jax.evaluate import captioning
+from alp_jax.evaluate import comparison
 from alp_jax.evaluate import probe as probe_lib
 from alp_jax.evaluate import retrieval
 from alp_jax.evaluate import zero_shot
 
-DEFAULT_CLIPS_PER_TASK = 48       # per domain: 3 x 48 = 144 clips of 2-3 s
+DEFAULT_CLIPS_PER_TASK = 300      # per domain: 3 x 300 = 900 clips of 2-3 s, 100 test clips per domain task
 DEFAULT_SEED = 1000
 CLIP_SECONDS = (2.0, 3.0)
-TEST_FRACTION = 0.25
-SPEAKERS = tuple(demo_synth.SPEAKERS[i] for i in (0, 1, 4, 6, 9, 12))   # 3 female, 3 male, 4 accents/languages
+TEST_FRACTION = 1 / 3
+# 12 voices: 5 female, 7 male, 8 accents/languages; some differ only by voice variant (en-us m1 / m3).
+SPEAKERS = tuple(demo_synth.SPEAKERS[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12))
 FAMILIES = ("piano", "organ", "guitar", "strings", "brass", "pipe")
-PITCH_CLASSES = ("C", "D", "E", "F#", "G#", "A#")   # whole-tone steps: the roots differ by two semitones at least
+PITCH_CLASSES = demo_synth.PITCH_CLASSES   # all 12: neighbouring classes are a semitone apart
 MUSIC_PATTERNS = ("note", "repeated note", "chord", "arpeggio")
 # Event sounds and one moving texture. Not noise, rain, engine or hum: steady sounds that are compared by
 # spectral profile, and every demo-corpus render of the same kind matches them (docs/leakage.md).
@@ -72,7 +74,7 @@ EVAL_SENTENCES = {
 MAX_ATTEMPTS = 30   # draws per clip slot before the build gives up on it
 BUILD_FILE = "demo_tasks.json"
 CAPTION_TASK = "captions"   # a caption task over all clips (retrieval, captioning, LiT), written next to the tasks
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 TASKS = ("speaker", "instrument_family", "pitch_class", "sound_type", "domain")
 
 
@@ -297,22 +299,25 @@ def _merge(rows: dict, key: tuple, name: str, result: dict) -> None:
 
 def compare(encoders: dict, task_dirs, pooling: tuple[str, ...] = ("mean", "attention"), *, runs: dict | None = None,
             zero_shot_tasks: tuple[str, ...] = ZERO_SHOT_TASKS, config=None, cache_dir=None, log=print) -> list[dict]:
-  """Probes every encoder (name -> AudioEncoder) on every task folder with every pooling, and scores every run
-  (name -> RunModel, optional) zero-shot on the `zero_shot_tasks` among them.
+  """Probes every encoder (name -> AudioEncoder, or a baseline from alp_jax.evaluate.baselines) on every task
+  folder with every pooling, and scores every run (name -> RunModel, optional) zero-shot on the
+  `zero_shot_tasks` among them.
 
-  -> rows {"task", "metric", "method", "values": {encoder name: value}}, in task then method order.
+  -> comparison rows (alp_jax.evaluate.comparison): {"task", "metric", "method", "values": {name: value},
+  "intervals": {name: [low, high]}, "gaps": {name: gap over the stronger baseline}}, in task then method order.
+  Encoders named comparison.BASELINES ("random_init", "logmel-stats") are the baselines of the gaps.
   cache_dir: embeddings cache (alp_jax.evaluate.embed), shared by an exported encoder and its run's own encoder
   (same fingerprint), so each clip is encoded once per set of weights.
   """
   config = config or probe_lib.ProbeConfig()
   task_dirs = list(task_dirs.values()) if isinstance(task_dirs, dict) else list(task_dirs)
-  rows: dict[tuple[str, str], dict] = {}
+  results = {}
   for name, encoder in encoders.items():
     if log:
       log(f"[compare] encoder {name}")
-    for result in probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config,
-                                             cache_dir=cache_dir, log=log):
-      _merge(rows, (result["task"], result["method"]), name, result)
+    results[name] = probe_lib.evaluate_encoder(encoder, task_dirs, poolings=tuple(pooling), config=config,
+                                               cache_dir=cache_dir, log=log, keep_outputs=True)
+  rows = {(r["task"], r["method"]): r for r in comparison.add_gaps(comparison.merge(results))}
   for name, run in (runs or {}).items():
     for task_dir in task_dirs:
       if Path(task_dir).name in zero_shot_tasks:
