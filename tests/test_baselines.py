@@ -47,10 +47,15 @@ def test_pooled_statistics_match_numpy_on_the_frontend_log_mel(extractor):
   delta = _numpy_delta(logmel)
   m = cfg.num_mel_bins
   assert len(logmel) == frontend.num_frames(len(mono16k), cfg) == 130
-  assert out["frames"].shape == (130, 2 * m) and out["frame_mask"].all() and out["pooled"].shape == (4 * m,)
+  # Attention frames: means over runs of 4 frames (25 Hz), the last run holding 130 - 128 = 2 frames.
+  assert out["frames"].shape == (33, 2 * m) and out["frame_mask"].all() and out["pooled"].shape == (4 * m,)
   assert extractor.output_dim == 2 * m and extractor.pooled_dim == 4 * m
-  np.testing.assert_allclose(out["frames"][:, :m], logmel, rtol=1e-4, atol=1e-3)   # float32 FFTs of other lengths
-  np.testing.assert_allclose(out["frames"][:, m:], delta, rtol=1e-4, atol=1e-3)
+  full = np.concatenate([logmel, delta], axis=1)
+  stacked = np.stack([full[i:i + 4].mean(0) for i in range(0, 130, 4)])
+  np.testing.assert_allclose(out["frames"], stacked, rtol=1e-4, atol=1e-3)   # float32 FFTs of other lengths
+  unstacked = baselines.get("logmel-stats", frame_stack=1).embed(stereo, RATE)["frames"]
+  np.testing.assert_allclose(unstacked[:, :m], logmel, rtol=1e-4, atol=1e-3)
+  np.testing.assert_allclose(unstacked[:, m:], delta, rtol=1e-4, atol=1e-3)
   expected = np.concatenate([logmel.mean(0), logmel.std(0), delta.mean(0), delta.std(0)])
   np.testing.assert_allclose(out["pooled"], expected, rtol=1e-4, atol=1e-4)
   assert np.abs(delta).max() > 0.5   # the chirp moves: deltas are not trivially zero
@@ -58,8 +63,8 @@ def test_pooled_statistics_match_numpy_on_the_frontend_log_mel(extractor):
 
 def test_windows_cover_the_whole_clip_and_short_windows_agree_away_from_their_edges():
   stereo = _chirp(seed=1, seconds=2.5)
-  whole = baselines.get("logmel-stats").embed(stereo, RATE)
-  cut = baselines.get("logmel-stats", crop_seconds=1.0).embed(stereo, RATE)   # three windows, the last partial
+  whole = baselines.get("logmel-stats", frame_stack=1).embed(stereo, RATE)
+  cut = baselines.get("logmel-stats", crop_seconds=1.0, frame_stack=1).embed(stereo, RATE)   # three windows, the last partial
   assert len(whole["frames"]) == len(cut["frames"]) == 250
   # Frames away from the window boundaries (at frames 100 and 200) are the same features.
   inner = np.r_[5:95, 105:195]

@@ -3,7 +3,7 @@ prediction (CapPa), label smoothing 0.1.
 
   python -m alp_jax.train --config configs/cappa.py:tiny --workdir runs/cappa_tiny
 
-Variants: tiny | small | base (study: BART-base-sized 6-layer, 768-wide decoder) | ar_only (no parallel rows).
+Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder) | ar_only (no parallel rows).
 """
 import ml_collections
 
@@ -20,10 +20,14 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       parallel_fraction=0.75,   # study: 75% parallel prediction, 25% autoregressive
       label_smoothing=0.1,      # study: 0.1
   ))
+  if "demo" in variants:   # the reference small-scale recipe `make demo` trains (docs/representation.md)
+    variants.add("tiny")
   if "tiny" in variants:
     common.apply_tiny(c)
     c.model.audio.size = "tiny"
     c.model.decoder.update(size="tiny", dropout=0.0, max_len=c.data.max_caption_tokens)
+  if "demo" in variants:
+    common.apply_demo(c)
   if "small" in variants:
     c.model.audio.size = "small"
     c.model.decoder.size = "small"

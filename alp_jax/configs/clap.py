@@ -4,7 +4,7 @@
   alp-train --config alp_jax.configs.clap:tiny --workdir runs/clap_tiny    # the same, by module name
   python -m alp_jax.train --config configs/clap.py:base --workdir gs://.../clap_base --config.data.corpus_dir=...
 
-Variants: tiny (CPU seconds) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
+Variants: tiny (CPU seconds) | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
 temperature 0.07, sum-reduced InfoNCE over the gathered global batch) | sigmoid (SigLIP loss) |
 sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature.
 """
@@ -23,11 +23,15 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       reduction="mean",          # study toolkit: "sum" (over the batch, both directions)
       embedding_regulariser=0.0,  # study toolkit: embed_reg on (weight 1.0)
   ))
+  if "demo" in variants:   # the reference small-scale recipe `make demo` trains (docs/representation.md)
+    variants.add("tiny")
   if "tiny" in variants:
     common.apply_tiny(c)
     c.model.audio.size = c.model.text.size = "tiny"
     c.model.head.update(hidden_dim=128, embed_dim=64)
     c.model.text.max_tokens = c.data.max_caption_tokens
+  if "demo" in variants:
+    common.apply_demo(c)
   if "small" in variants:
     c.model.audio.size = c.model.text.size = "small"
     c.model.head.update(hidden_dim=512, embed_dim=256)

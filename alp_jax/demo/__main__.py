@@ -5,17 +5,22 @@
 1/4 corpus:    synthesise the demo corpus (espeak-ng, sox, fluidsynth; alp_jax/demo/corpus.py), prepare it like
                any real corpus, train the caption tokenizer, and read batches through the grain pipeline (one
                batch printed, then its throughput). `--stage corpus` stops here.
-2/4 CLAP:      pretrain a tiny contrastive model (configs/clap.py:tiny, --steps steps, default 400) on the demo
-               corpus with the same trainer as any run (python -m alp_jax.train), and export its audio encoder.
-3/4 CapPa:     the same for a tiny captioning model (configs/cappa.py:tiny).
-4/4 evaluate:  render the demo's probe tasks (alp_jax/demo/tasks.py: fresh clips in five task folders plus a
-               caption task over the same clips; any clip that duplicates a corpus clip is drawn again), then
+2/4 CLAP:      pretrain the reference small-scale contrastive recipe (configs/clap.py:demo: the tiny model,
+               2000 steps, no SpecAugment; docs/representation.md says why) on the demo corpus with the same
+               trainer as any run (python -m alp_jax.train), and export its audio encoder.
+3/4 CapPa:     the same for the captioning recipe (configs/cappa.py:demo).
+4/4 evaluate:  render the demo's probe tasks (alp_jax/demo/tasks.py: fresh clips in five task folders, 100 test
+               clips each, plus a caption task over the same clips; any clip that duplicates a corpus clip is
+               drawn again) and three held-out tasks from another synthesis path (alp_jax/demo/ood_tasks.py:
+               NumPy instruments and events at 44.1, 22.05 and 8 kHz), then
   - leakage:   check every task folder against the corpus (the report must say clean; leakage.json);
-  - probes:    linear probes (mean and attention pooling) of both exported encoders and of a random-init
-               encoder of the same architecture, on all five tasks;
+  - probes:    linear probes (mean and attention pooling) of both exported encoders and of the two baselines,
+               a random-init encoder of the same architecture and the classical log-mel statistics, on all
+               eight tasks; every value with its 95% bootstrap interval over test clips, and each pretrained
+               encoder's gap over the stronger baseline with its paired interval ("*": excludes zero);
   - zero-shot: both runs' own text side on the tasks whose class names are caption words (CLAP: its text
-               tower, CapPa: the caption likelihood of the class prompts), printed in one table with the
-               probes (probe_results.json);
+               tower, CapPa: the caption likelihood of the class prompts), in the same table
+               (probe_results.json);
   - text side: both runs' retrieval, and CapPa's captioning, on the caption task's test split
                (text_results.json).
 Last, a summary of every stage (summary.json). A rerun reuses what an earlier one finished: the corpus and
@@ -83,12 +88,12 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
 def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
-    _banner(f"{i}/4 pretrain a tiny {label} model ({name}) and export its encoder")
-    cfg = runs.load_config(f"alp_jax.configs.{name}:tiny")
+    _banner(f"{i}/4 pretrain the {label} demo recipe ({name}) and export its encoder")
+    cfg = runs.load_config(f"alp_jax.configs.{name}:demo")
     cfg.data.corpus_dir = corpus_dir
     if steps:
       cfg.total_steps = steps
-    workdir = out / f"{name}_tiny"
+    workdir = out / f"{name}_demo"
     t0 = time.monotonic()
     summary = trainer.train(cfg, workdir)
     seconds = time.monotonic() - t0
@@ -103,7 +108,7 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
 
 
 def stage_evaluate(out: Path) -> dict:
-  _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init)")
+  _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init vs log-mel statistics)")
   t0 = time.monotonic()
   corpus_dir = out / "corpus"
   corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
@@ -125,7 +130,7 @@ def stage_evaluate(out: Path) -> dict:
               "clap": clap, "cappa": AudioEncoder.load(out / "cappa_encoder")}
   # The runs' own text sides, zero-shot on the tasks named by caption words: CLAP by its text tower, CapPa by
   # the likelihood of the class prompts under its decoder.
-  runs = {name: RunModel.from_workdir(out / f"{name}_tiny") for name in ("clap", "cappa")}
+  runs = {name: RunModel.from_workdir(out / f"{name}_demo") for name in ("clap", "cappa")}
   cache_dir = out / "embeddings"   # each clip encoded once per encoder weights, also across `make demo` runs
   rows = demo_tasks.compare(encoders, list(dirs.values()) + list(ood_dirs.values()), runs=runs, cache_dir=cache_dir)
   print()
@@ -155,7 +160,8 @@ def main(argv=None) -> int:
   parser.add_argument("--clips", type=int, default=None, help="demo corpus size (default: the demo's default)")
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
   parser.add_argument("--stage", choices=("corpus", "all"), default="all")
-  parser.add_argument("--steps", type=int, default=400, help="training steps per model")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="training steps per model (default: the recipe's, configs/common.py DEMO_STEPS)")
   args = parser.parse_args(argv)
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)

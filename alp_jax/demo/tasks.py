@@ -11,7 +11,7 @@ the pretraining corpus does not use (its default is 0), and writes five task fol
   sound_type         sound clips, label = one of SOUND_TYPES (sometimes over a background texture)
   domain             every clip, label = speech | music | sound
 
-Each task keeps a third of every class for test (seeded; 100 test clips per task by default). Classes are balanced and the music attributes
+Each task keeps a third of every class for test (seeded; 108 test clips per task by default). Classes are balanced and the music attributes
 are crossed (every family plays every pitch class), so one task's label does not give away another's.
 
 A fresh seed alone does not make a clip new: the same voice saying the same sentence, or two pink noises,
@@ -47,7 +47,7 @@ from alp_jax.evaluate import probe as probe_lib
 from alp_jax.evaluate import retrieval
 from alp_jax.evaluate import zero_shot
 
-DEFAULT_CLIPS_PER_TASK = 300      # per domain: 3 x 300 = 900 clips of 2-3 s, 100 test clips per domain task
+DEFAULT_CLIPS_PER_TASK = 324      # per domain: 3 x 324 = 972 clips of 2-3 s; a third of each class to test: 108 per task
 DEFAULT_SEED = 1000
 CLIP_SECONDS = (2.0, 3.0)
 TEST_FRACTION = 1 / 3

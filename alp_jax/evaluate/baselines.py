@@ -4,8 +4,10 @@ Legend: S samples of one window, W windows of a clip, K windows per call, T vali
 
 "logmel-stats" (`LogMelStats`): the models' own frontend (alp_jax.audio.frontend.log_mel, by default the study's
 80-bin Kaldi fbank, 25 ms windows every 10 ms) and its regression deltas,
-  frames (T, 2M)  = [log-mel c_t, delta d_t]                      (attention probes)
-  pooled (4M,)    = [mean_t c, std_t c, mean_t d, std_t d]         (mean probes: a linear classifier on statistics)
+  frames (T/4, 2M) = [log-mel c_t, delta d_t], averaged over runs of 4 frames (25 Hz, the encoders' output
+                     rate, so attention probes see as many frames as for an encoder; frame_stack=1: 100 Hz)
+  pooled (4M,)     = [mean_t c, std_t c, mean_t d, std_t d] over the 100 Hz frames (mean probes: a linear
+                     classifier on statistics)
 with statistics over every valid frame of the whole clip. The delta is Kaldi's (and HTK's) regression over N = 2
 frames either side, the first and last frames replicated beyond the clip's ends:
   d_t = sum_{n=1..N} n (c_{t+n} - c_{t-n}) / (2 sum_{n=1..N} n^2),   c_{t} = c_0 for t < 0, c_{T-1} for t >= T,
@@ -37,6 +39,7 @@ LOGMEL_STATS = "logmel-stats"
 BASELINES = (LOGMEL_STATS,)
 DEFAULT_CROP_SECONDS = 10.0   # the study's training crop (configs/clap.py, tagging.py): one compiled window shape
 DELTA_WINDOW = 2              # N: frames either side in the regression delta
+FRAME_STACK = 4               # attention frames: means of 4 frames (25 Hz, the encoders' output rate); 1 = 100 Hz
 DESCRIPTION = ("frames: log-mel and its regression delta (N=2, edges replicated) of the whole clip, fixed windows "
                "of window_seconds (last one masked); pooled: per-bin mean and std of both over the clip's frames")
 FEATURES_VERSION = 1          # bump when the features change, so cached embeddings are not reused
@@ -62,12 +65,23 @@ def clip_statistics(logmel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return frames, pooled.astype(np.float32)                              # (4M,)
 
 
+def stack_mean(frames: np.ndarray, stack: int) -> np.ndarray:
+  """(T, F) -> (ceil(T / stack), F): the mean of each run of `stack` frames (the last run may be shorter)."""
+  if stack == 1 or len(frames) == 0:
+    return frames
+  starts = np.arange(0, len(frames), stack)
+  sums = np.add.reduceat(frames.astype(np.float64), starts, axis=0)
+  counts = np.diff(np.r_[starts, len(frames)])[:, None]
+  return (sums / counts).astype(np.float32)
+
+
 class LogMelStats:
   """Log-mel + delta frames and their clip statistics; an AudioEncoder look-alike for probes (module docstring)."""
 
   name = LOGMEL_STATS
 
-  def __init__(self, frontend_cfg=None, *, crop_seconds: float = DEFAULT_CROP_SECONDS, windows_per_call: int = 1):
+  def __init__(self, frontend_cfg=None, *, crop_seconds: float = DEFAULT_CROP_SECONDS, windows_per_call: int = 1,
+               frame_stack: int = FRAME_STACK):
     cfg = frontend.default_frontend_config() if frontend_cfg is None else frontend_cfg
     cfg = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
     self.frontend_cfg = ml_collections.FrozenConfigDict(cfg)
@@ -78,6 +92,7 @@ class LogMelStats:
     self.window_samples = int(round(crop_seconds * audio_io.TARGET_SAMPLE_RATE))
     self.windows_per_call = windows_per_call
     self.num_mel_bins = int(self.frontend_cfg.num_mel_bins)
+    self.frame_stack = int(frame_stack)
     frontend_cfg = self.frontend_cfg
     self._log_mel = jax.jit(lambda audio, mask: frontend.log_mel(audio, mask, frontend_cfg))   # (K,S) -> (K,T,M)
 
@@ -94,6 +109,8 @@ class LogMelStats:
     """sha1 of the name, the frontend settings and the window length (what the embeddings cache keys on)."""
     settings = {"baseline": self.name, "version": FEATURES_VERSION, "frontend": self.meta["frontend"],
                 "crop_seconds": self.meta["crop_seconds"], "delta_window": DELTA_WINDOW}
+    if self.frame_stack != 1:
+      settings["frame_stack"] = self.frame_stack
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
   def _windows(self, audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -125,12 +142,14 @@ class LogMelStats:
     return np.concatenate(found)
 
   def embed(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
-    """-> {"frames": (T, 2M), "frame_mask": (T,) all True, "pooled": (4M,)}; any length, rate, channels."""
+    """-> {"frames": (ceil(T / frame_stack), 2M), "frame_mask": all True, "pooled": (4M,)}; any length, rate,
+    channels."""
     logmel = self.log_mel(waveform, sample_rate)
     if len(logmel) == 0:
       return {"frames": np.zeros((0, self.output_dim), np.float32), "frame_mask": np.zeros(0, bool),
               "pooled": np.zeros(self.pooled_dim, np.float32)}
     frames, pooled = clip_statistics(logmel)
+    frames = stack_mean(frames, self.frame_stack)
     return {"frames": frames, "frame_mask": np.ones(len(frames), bool), "pooled": pooled}
 
   def embed_batch(self, waveforms, sample_rates) -> list[dict[str, np.ndarray]]:
@@ -139,8 +158,9 @@ class LogMelStats:
     return [self.embed(w, sr) for w, sr in zip(waveforms, sample_rates)]
 
 
-def get(name: str, frontend_cfg=None, crop_seconds: float = DEFAULT_CROP_SECONDS) -> LogMelStats:
+def get(name: str, frontend_cfg=None, crop_seconds: float = DEFAULT_CROP_SECONDS,
+        frame_stack: int = FRAME_STACK) -> LogMelStats:
   """The baseline called `name` (one of BASELINES), on `frontend_cfg` (default: the models' frontend)."""
   if name == LOGMEL_STATS:
-    return LogMelStats(frontend_cfg, crop_seconds=crop_seconds)
+    return LogMelStats(frontend_cfg, crop_seconds=crop_seconds, frame_stack=frame_stack)
   raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
