@@ -1,14 +1,20 @@
-"""Out-of-distribution probe tasks (alp_jax/demo/ood_tasks.py): format, balance, WAV headers, determinism."""
+"""Out-of-distribution probe tasks (alp_jax/demo/ood_tasks.py): format, balance, WAV headers, determinism, and
+re-drawing clips that duplicate a corpus clip."""
 import csv
 import json
 import wave
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from alp_jax.data import leakage
+from alp_jax.data import prepare as prepare_lib
 from alp_jax.demo import ood_synth, ood_tasks
 from alp_jax.evaluate import tasks as tasks_lib
+
+from corpus_fixtures import write_manifest
 
 CLIPS_PER_CLASS = 4
 
@@ -112,3 +118,52 @@ def test_pitch_task_notes_have_their_pitch_class():
 def test_too_few_clips_is_refused(tmp_path):
   with pytest.raises(ValueError, match="at least 2"):
     ood_tasks.build_ood_tasks(tmp_path, clips_per_class=1, quiet=True)
+
+
+def test_clips_that_duplicate_the_corpus_are_drawn_again(built, tmp_path):
+  """A corpus holding an exact copy (44.1 kHz stereo plucked note) and a -6 dB copy (8 kHz knocks) of two
+  first-draw clips: the build without the corpus leaks them, a build with it draws those two again (same
+  slots, files and labels), comes out clean, and is reused by a rebuild with the same corpus."""
+  out, unchecked = built
+  clips = {c["file"]: c for c in ood_tasks.plan(CLIPS_PER_CLASS, 7)}
+  copies = {"audio/ood_timbre-40001.wav": ("exact", 0.0), "audio/ood_events-50002.wav": ("near", -6.0)}
+  records = []
+  for i, (file, (_, gain_db)) in enumerate(copies.items()):
+    path = tmp_path / "raw" / f"copy_{i}.wav"
+    path.parent.mkdir(exist_ok=True)
+    clip = clips[file]
+    ood_tasks.write_wav(path, ood_tasks.render(clip) * 10 ** (gain_db / 20), clip["sample_rate"])
+    records.append({"id": f"copy-{i}", "audio": str(path.relative_to(tmp_path)), "source": "copies",
+                    "captions": [f"a copy of {file}"]})
+  corpus_dir = tmp_path / "corpus"
+  prepare_lib.prepare([write_manifest(tmp_path / "m.jsonl", records)], corpus_dir, quiet=True)
+  corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
+
+  leaked = leakage.check(corpus_dir, list(unchecked.values()), corpus=corpus, quiet=True)
+  found = {x["path"][3:]: kind for t in leaked["tasks"] for kind in ("exact", "near") for x in t[kind]}
+  assert found == {file: kind for file, (kind, _) in copies.items()}
+
+  checked_out = tmp_path / "checked"
+  checked = ood_tasks.build_ood_tasks(checked_out, clips_per_class=CLIPS_PER_CLASS, seed=7, corpus_dir=corpus_dir,
+                                      corpus=corpus, workers=2, quiet=True)
+  report = leakage.check(corpus_dir, list(checked.values()), corpus=corpus, quiet=True)
+  assert report["exact"] == 0 and report["near"] == 0, report
+  build = json.loads((checked_out / ood_tasks.BUILD_FILE).read_text())
+  check = build["leakage_check"]
+  assert {r["file"]: r["kind"] for r in check["replacements"] if r["attempt"] == 0} == found
+  assert set(build["attempts"]) == set(copies)   # only those two were drawn again
+  assert check["rounds"] >= 2 and check["replaced"] >= 2 and check["max_score"] < leakage.NEAR_THRESHOLD
+  assert check["replaced_by_task"] == {"ood_timbre": 1, "ood_events": 1}
+  assert build["settings"]["corpus"] == prepare_lib.load_corpus(corpus_dir)["fingerprint"]
+  # Same slots: same files, labels and splits; only the two re-drawn clips have other audio.
+  for name, task_dir in checked.items():
+    for split in ("train", "test"):
+      assert (task_dir / f"{split}.csv").read_bytes() == (unchecked[name] / f"{split}.csv").read_bytes()
+  before, after = _audio_bytes(out), _audio_bytes(checked_out)
+  assert {k for k in before if before[k] != after[k]} == {Path(f).name for f in copies}
+  # The same corpus again (CLI): reused, not rendered or checked again.
+  mtimes = {p.name: p.stat().st_mtime_ns for p in (checked_out / "audio").glob("*.wav")}
+  assert ood_tasks.main(["--out", str(checked_out), "--corpus", str(corpus_dir), "--clips-per-class",
+                         str(CLIPS_PER_CLASS), "--seed", "7", "--quiet"]) == 0
+  assert {p.name: p.stat().st_mtime_ns for p in (checked_out / "audio").glob("*.wav")} == mtimes
+  assert json.loads((checked_out / ood_tasks.BUILD_FILE).read_text()) == build

@@ -28,7 +28,8 @@ products over corpus chunks; the cost grows as eval clips x corpus clips x shift
 16 us per pair on a busy 2-core machine, so 1k eval x 10k corpus clips takes about 3 minutes).
 
 Library: read_corpus_audio (once), then check_files (audio files), check_task (one task folder) or check (the
-whole report). The demo's probe-task builder (alp_jax/evaluate/demo_tasks.py) draws again any clip this finds.
+whole report). The demo's probe-task builders (alp_jax/demo/tasks.py, ood_tasks.py, through
+alp_jax/demo/redraw.py) draw again any clip this finds.
 
 Legend: E eval clips, N corpus clips (a chunk), T coarse frames (FINGERPRINT_FRAMES), M mel bands.
 """

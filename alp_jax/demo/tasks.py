@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from alp_jax.data import leakage
-from alp_jax.data import prepare as prepare_lib
 from alp_jax.demo import captions as demo_captions
+from alp_jax.demo import redraw
 from alp_jax.demo import synth as demo_synth
 from alp_jax.demo import sysdeps
 from alp_jax.evaluate import captioning
@@ -71,7 +71,7 @@ EVAL_SENTENCES = {
            "Où sont mes clés?", "Le bus est en retard.", "J'aime le thé vert.", "Nous rentrons à la maison.",
            "Le magasin est fermé."),
 }
-MAX_ATTEMPTS = 30   # draws per clip slot before the build gives up on it
+MAX_ATTEMPTS = redraw.MAX_ATTEMPTS   # draws per clip slot before the build gives up on it
 BUILD_FILE = "demo_tasks.json"
 CAPTION_TASK = "captions"   # a caption task over all clips (retrieval, captioning, LiT), written next to the tasks
 BUILD_VERSION = 3
@@ -183,50 +183,12 @@ def _render_all(clips: list[dict], out_dir: Path, workers: int, quiet: bool, wha
 
 def _replace_leaked(clips: list[dict], out_dir: Path, corpus, seed: int, workers: int, quiet: bool) -> dict:
   """Checks every clip against the corpus and re-draws (next attempt of its slot) every exact or near
-  duplicate until none is left. Changes `clips` in place; -> the check's record for the build file."""
-  t0 = time.monotonic()
-  replaced: list[dict] = []
-  pending = list(range(len(clips)))
-  best: dict[str, float] = {}
-  rounds = 0
-  while pending:
-    rounds += 1
-    found = leakage.check_files([out_dir / clips[k]["file"] for k in pending], corpus, quiet=True)
-    if found["unreadable"]:
-      raise RuntimeError(f"demo task clips could not be read back: {found['unreadable'][:3]}")
-    leaked = []
-    for k in pending:
-      file = str(out_dir / clips[k]["file"])
-      if file in found["exact"]:
-        leaked.append((k, "exact", corpus.ids[found["exact"][file]], 1.0))
-      elif file in found["near"]:
-        index, score, _, _ = found["near"][file]
-        leaked.append((k, "near", corpus.ids[index], score))
-      elif file in found["best"]:  # (absent only when the corpus is empty)
-        best[clips[k]["file"]] = found["best"][file][1]
-    for k, kind, corpus_id, score in leaked:
-      clip = clips[k]
-      replaced.append({"file": clip["file"], "attempt": clip["attempt"], "kind": kind, "corpus_id": corpus_id,
-                       "score": round(score, 4)})
-      if clip["attempt"] + 1 >= MAX_ATTEMPTS:
-        raise RuntimeError(f"demo task clip {clip['file']}: {MAX_ATTEMPTS} draws all duplicate a corpus clip "
-                           f"(last: {kind} of {corpus_id}, score {score:.3f}); the corpus covers this slot's "
-                           f"sounds, so use another --seed or leave out --corpus")
-      clips[k] = _draw(*clip["slot"], seed, clip["attempt"] + 1)
-    if not quiet:
-      print(f"[demo_tasks] leakage check round {rounds}: {len(pending)} clip(s) checked, {len(leaked)} exact or "
-            f"near duplicate(s) of corpus clips drawn again", flush=True)
-    pending = [k for k, *_ in leaked]
-    if pending:
-      _render_all([clips[k] for k in pending], out_dir, workers, True, "replacements")
-  by_domain: dict[str, int] = {}
-  for r in replaced:
-    domain = r["file"].split("/")[1].split("-")[0]
-    by_domain[domain] = by_domain.get(domain, 0) + 1
-  return {"corpus_clips": len(corpus.ids), "near_threshold": leakage.NEAR_THRESHOLD, "rounds": rounds,
-          "replaced": len(replaced), "replaced_by_domain": by_domain, "replacements": replaced, "exact": 0, "near": 0,
-          "max_score": round(max(best.values()), 4) if best else None,
-          "seconds": round(time.monotonic() - t0, 1)}
+  duplicate until none is left (alp_jax/demo/redraw.py). Changes `clips` in place; -> the check's record."""
+  return redraw.replace_leaked(
+      clips, out_dir, corpus, redraw=lambda clip: _draw(*clip["slot"], seed, clip["attempt"] + 1),
+      render=lambda again: _render_all(again, out_dir, workers, True, "replacements"),
+      group=lambda file: file.split("/")[1].split("-")[0], group_name="domain", name="demo_tasks",
+      what="demo task clip", max_attempts=MAX_ATTEMPTS, quiet=quiet)
 
 
 def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAULT_CLIPS_PER_TASK,
@@ -240,9 +202,7 @@ def build_demo_tasks(out_dir: str | os.PathLike, *, clips_per_task: int = DEFAUL
   fluidsynth and the TimGM6mb soundfont.
   """
   out_dir = Path(out_dir).absolute()
-  corpus_id = None
-  if corpus_dir is not None:
-    corpus_id = prepare_lib.load_corpus(corpus_dir).get("fingerprint") or str(Path(corpus_dir).absolute())
+  corpus_id = redraw.corpus_key(corpus_dir)
   settings = {"version": BUILD_VERSION, "clips_per_task": clips_per_task, "seed": seed,
               "clip_seconds": list(CLIP_SECONDS), "corpus": corpus_id}
   build_file = out_dir / BUILD_FILE
