@@ -115,7 +115,7 @@ def stage_evaluate(out: Path) -> dict:
   # Any probe clip that duplicates a corpus clip is drawn again (demo_tasks); the report below re-checks them all.
   dirs = demo_tasks.build_demo_tasks(out / "probe_tasks", corpus_dir=corpus_dir, corpus=corpus)
   # Held-out tasks from another synthesis path (NumPy instruments and events, other rates and channels).
-  ood_dirs = ood_tasks.build_ood_tasks(out / "ood_tasks")
+  ood_dirs = ood_tasks.build_ood_tasks(out / "ood_tasks", corpus_dir=corpus_dir, corpus=corpus)
   _banner("leakage: the probe tasks against the pretraining corpus")
   caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
   leak_report = leakage.check(corpus_dir, list(dirs.values()) + list(ood_dirs.values()) + [caption_dir], corpus=corpus,

@@ -74,6 +74,9 @@ EVAL_SENTENCES = {
 MAX_ATTEMPTS = redraw.MAX_ATTEMPTS   # draws per clip slot before the build gives up on it
 BUILD_FILE = "demo_tasks.json"
 CAPTION_TASK = "captions"   # a caption task over all clips (retrieval, captioning, LiT), written next to the tasks
+# Test clips per domain in the caption task: caption-likelihood retrieval scores every clip against every caption
+# (quadratic), so 60 clips x ~240 captions, not the domain task's 324 x ~1300.
+CAPTION_TEST_PER_DOMAIN = 20
 BUILD_VERSION = 3
 TASKS = ("speaker", "instrument_family", "pitch_class", "sound_type", "domain")
 
@@ -156,11 +159,18 @@ def _write_task(task_dir: Path, splits: dict[str, list[tuple[str, str]]]) -> Non
 
 
 def _write_caption_task(task_dir: Path, clips: list[dict], splits: dict[str, list[tuple[str, str]]], seed: int) -> None:
-  """The caption task over the same clips (the domain task's split): captions written by the demo corpus's
-  captioner from each clip's attributes (seeded per clip), 3-5 per clip."""
+  """The caption task over the same clips (the domain task's split; the test split keeps the first
+  CAPTION_TEST_PER_DOMAIN test clips of each domain): captions written by the demo corpus's captioner from each
+  clip's attributes (seeded per clip), 3-5 per clip."""
   by_file = {c["file"]: c for c in clips}
   task_dir.mkdir(parents=True, exist_ok=True)
-  for split, rows in splits.items():
+  kept: dict[str, int] = {}
+  test = []
+  for file, domain in splits["test"]:
+    kept[domain] = kept.get(domain, 0) + 1
+    if kept[domain] <= CAPTION_TEST_PER_DOMAIN:
+      test.append((file, domain))
+  for split, rows in {**splits, "test": test}.items():
     lines = []
     for file, _ in rows:
       rng = np.random.default_rng([seed, int(file.split("-")[-1].split(".")[0]), len(file), 7])
