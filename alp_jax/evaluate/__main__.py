@@ -220,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     if not evaluations:
       raise UsageError(f"nothing to evaluate: none of {requested} applies to these tasks with this source "
                        f"(see the lines above)")
-    apply_layer(model, args.layer, evaluations)
-    provenance["layer"] = model.encoder.layer
+    if args.baseline:
+      if encoder_api.layer_name(args.layer) != encoder_api.LAST:
+        raise UsageError(f"--layer {args.layer}: a baseline has no layers")
+    else:
+      apply_layer(model, args.layer, evaluations)
+      provenance["layer"] = model.encoder.layer
     print(f"[evaluate] source: {provenance['kind']} {provenance['path']} (step {provenance['step']}), "
           f"parts {', '.join(sorted(model.capabilities))}, output width {model.encoder.output_dim}, window "
           f"{model.encoder.meta['crop_seconds']} s; evaluations: {', '.join(evaluations)}")
@@ -241,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
           "frontend": model.encoder.meta["frontend"],
           "window_seconds": model.encoder.meta["crop_seconds"],
           "embedding": (f"{args.baseline}: {baselines.DESCRIPTION}" if args.baseline else
-                        f"frames of layer {model.encoder.layer!r} of the whole clip, fixed windows of window_seconds "
+                        f"frames of layer {provenance['layer']!r} of the whole clip, fixed windows of window_seconds "
                         "(last one masked)"),
           "evaluations": list(evaluations),
           **protocol,
