@@ -45,7 +45,16 @@ def test_gap_is_taken_against_the_stronger_baseline_and_marked():
   assert b["gaps"]["clap"]["gap"] == pytest.approx(0.005)
   assert b["gaps"]["clap"]["low"] < 0 < b["gaps"]["clap"]["high"] and not b["gaps"]["clap"]["significant"]
   assert "outputs" not in a and set(a["gaps"]) == {"clap"}   # baselines get no gap, outputs are dropped
-  assert comparison.summary([a, b]) == {"clap": {"rows": 2, "significantly_above": 1, "significantly_below": 0}}
+  # Against each baseline alone: far above random init on both tasks, above log-mel on 'a' only.
+  assert a["gaps_by_baseline"]["clap"]["random_init"]["gap"] == pytest.approx(0.40)
+  assert b["gaps_by_baseline"]["clap"]["random_init"]["significant"]
+  summary = comparison.summary([a, b])["clap"]
+  assert summary["stronger"] == {"rows": 2, "significantly_above": 1, "significantly_below": 0}
+  assert summary["random_init"] == {"rows": 2, "significantly_above": 2, "significantly_below": 0}
+  assert summary["logmel-stats"] == summary["stronger"]
+  assert comparison.summary_lines([a, b]) == [
+      "clap: rows significantly above / below the stronger baseline: +1 / -0 of 2; random_init: +2 / -0 of 2; "
+      "logmel-stats: +1 / -0 of 2"]
 
 
 def test_table_marks_only_significant_gaps():

@@ -135,10 +135,7 @@ def stage_evaluate(out: Path) -> dict:
   rows = demo_tasks.compare(encoders, list(dirs.values()) + list(ood_dirs.values()), runs=runs, cache_dir=cache_dir)
   print()
   print(comparison.format_table(rows), flush=True)
-  counts = comparison.summary(rows)
-  for name, c in counts.items():
-    print(f"{name}: significantly above the stronger baseline on {c['significantly_above']} of {c['rows']} "
-          f"task/pooling rows, significantly below on {c['significantly_below']}")
+  print("\n".join(comparison.summary_lines(rows)))
   (out / "probe_results.json").write_text(json.dumps(rows, indent=1))
   _banner("the runs' text side on the demo caption task (test split): retrieval and captioning")
   text_rows = demo_tasks.compare_text_side(runs, caption_dir, cache_dir=cache_dir)

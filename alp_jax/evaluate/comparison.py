@@ -1,12 +1,15 @@
 """Encoders side by side on probe tasks: values with intervals, and each encoder's gap over the baselines.
 
 A comparison row is one (task, method): {"task", "metric", "method", "values": {name: value},
-"intervals": {name: [low, high]}, "gaps": {name: {"baseline", "gap", "low", "high", "significant"}}}.
+"intervals": {name: [low, high]}, "gaps": {name: {"baseline", "gap", "low", "high", "significant"}},
+"gaps_by_baseline": {name: {baseline: gap}}}.
 
 The gap of an encoder is taken against the STRONGER of the baselines on that row (the one with the higher value:
 random init of the same architecture, or the classical log-mel statistics), paired over the same test clips
 (alp_jax.evaluate.stats.paired_gap: one resample of the test clips applied to both), so a gap is significant
-when its 95% interval excludes zero. The table prints each gap as +0.123 [+0.050,+0.190]* ("*": significant).
+when its 95% interval excludes zero. The table prints each gap as +0.123 [+0.050,+0.190]* ("*": significant);
+`summary_lines` counts the significant gaps over the stronger baseline and over each baseline alone (the gap over
+random init is what pretraining learnt; the gap over log-mel statistics is what it adds to free features).
 """
 from __future__ import annotations
 
@@ -46,23 +49,28 @@ def stronger_baseline(row: dict, baselines: tuple[str, ...] = BASELINES) -> str 
 
 def add_gaps(rows: list[dict], baselines: tuple[str, ...] = BASELINES, *, resamples: int = 1000,
              seed: int = 0) -> list[dict]:
-  """Fills row["gaps"] for every non-baseline encoder with outputs, against the row's stronger baseline; drops
-  the outputs (not JSON). Rows are changed in place and returned."""
+  """Fills, for every non-baseline encoder with outputs, row["gaps_by_baseline"][name][baseline] (its paired gap
+  over each baseline) and row["gaps"][name] (the one over the row's stronger baseline); drops the outputs (not
+  JSON). Rows are changed in place and returned."""
   for row in rows:
     outputs = row.pop("outputs", {})
-    base = stronger_baseline(row, baselines)
-    if base is None or base not in outputs:
-      continue
+    strongest = stronger_baseline(row, baselines)
+    row.setdefault("gaps_by_baseline", {})
     multi_label = row["metric"] == "map"
     for name, out in outputs.items():
       if name in baselines:
         continue
-      if len(out[1]) != len(outputs[base][1]) or not np.array_equal(out[1], outputs[base][1]):
-        raise ValueError(f"{row['task']}: {name} and {base} were scored on different test clips; a paired gap "
-                         "needs the same clips in the same order (did a file fail to decode for one of them?)")
-      gap = stats.paired_gap(_metric(multi_label), out, outputs[base], resamples=resamples, seed=seed)
-      row["gaps"][name] = {"baseline": base, **{k: (bool(v) if k == "significant" else float(v))
-                                                 for k, v in gap.items()}}
+      for base in baselines:
+        if base not in outputs:
+          continue
+        if len(out[1]) != len(outputs[base][1]) or not np.array_equal(out[1], outputs[base][1]):
+          raise ValueError(f"{row['task']}: {name} and {base} were scored on different test clips; a paired gap "
+                           "needs the same clips in the same order (did a file fail to decode for one of them?)")
+        gap = stats.paired_gap(_metric(multi_label), out, outputs[base], resamples=resamples, seed=seed)
+        gap = {"baseline": base, **{k: (bool(v) if k == "significant" else float(v)) for k, v in gap.items()}}
+        row["gaps_by_baseline"].setdefault(name, {})[base] = gap
+        if base == strongest:
+          row["gaps"][name] = gap
   return rows
 
 
@@ -94,13 +102,32 @@ def format_table(rows: list[dict], baselines: tuple[str, ...] = BASELINES) -> st
   return "\n".join(lines)
 
 
-def summary(rows: list[dict]) -> dict[str, dict[str, int]]:
-  """{encoder: {"rows", "significantly_above", "significantly_below"}} over the rows with gaps."""
-  out: dict[str, dict[str, int]] = {}
+def summary(rows: list[dict]) -> dict[str, dict[str, dict[str, int]]]:
+  """{encoder: {"stronger" | baseline name: {"rows", "significantly_above", "significantly_below"}}}: how often each
+  encoder's gap over the stronger baseline, and over each baseline alone, excludes zero."""
+  out: dict[str, dict[str, dict[str, int]]] = {}
+
+  def count(name: str, against: str, gap: dict) -> None:
+    counts = out.setdefault(name, {}).setdefault(against, {"rows": 0, "significantly_above": 0,
+                                                           "significantly_below": 0})
+    counts["rows"] += 1
+    if gap["significant"]:
+      counts["significantly_above" if gap["gap"] > 0 else "significantly_below"] += 1
+
   for row in rows:
     for name, gap in row.get("gaps", {}).items():
-      counts = out.setdefault(name, {"rows": 0, "significantly_above": 0, "significantly_below": 0})
-      counts["rows"] += 1
-      if gap["significant"]:
-        counts["significantly_above" if gap["gap"] > 0 else "significantly_below"] += 1
+      count(name, "stronger", gap)
+    for name, by_base in row.get("gaps_by_baseline", {}).items():
+      for base, gap in by_base.items():
+        count(name, base, gap)
   return out
+
+
+def summary_lines(rows: list[dict]) -> list[str]:
+  """One line per encoder: rows significantly above/below the stronger baseline and each baseline alone."""
+  lines = []
+  for name, by in summary(rows).items():
+    parts = [f"{'the stronger baseline' if against == 'stronger' else against}: +{c['significantly_above']} / "
+             f"-{c['significantly_below']} of {c['rows']}" for against, c in by.items()]
+    lines.append(f"{name}: rows significantly above / below " + "; ".join(parts))
+  return lines
