@@ -1,10 +1,12 @@
-# Two commands for a newcomer: `make demo` and `make test` (both set up first).
+# Two commands for a newcomer: `make demo` and `make test`. Both set up the venv first; only the demo also
+# installs the system packages it needs (sysdeps), so the tests never run apt-get (tests that need them skip).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # tcmalloc makes XLA's per-step scratch allocations much cheaper on CPU (README: Speed notes for CPU).
-TCMALLOC := $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4))
-RUN := $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
+# Looked up when a recipe runs (`=`), so a tcmalloc that sysdeps has just installed is used by that same `make demo`.
+TCMALLOC = $(firstword $(shell ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 /usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4 2>/dev/null))
+RUN = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
 # The jax build: unset (CPU, what requirements.txt pins), cuda12 (NVIDIA GPUs) or tpu (TPU VMs).
@@ -12,9 +14,12 @@ ALP_ACCELERATOR ?=
 ACCEL := $(or $(ALP_ACCELERATOR),cpu)
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: setup sysdeps demo test test-slow test-wheel lock clean-demo
+.PHONY: setup venv sysdeps demo test test-slow test-wheel lock clean-demo
 
-setup: $(STAMP) sysdeps
+# Everything the demo needs: the venv and the system packages.
+setup: venv sysdeps
+
+venv: $(STAMP)
 
 # The exact locked versions (runtime + tensorboard, tfds and test extras), then the accelerator's jax build at
 # the locked jax version, then this checkout itself (editable, no dependency resolution).
@@ -36,20 +41,22 @@ lock:
 	/tmp/alp-uv/bin/uv pip compile pyproject.toml --python-version 3.11 --extra tensorboard --extra tfds \
 	    --extra test -o requirements.txt $(LOCK_ARGS)
 
+# Installs missing system packages with apt-get when root (else prints the apt-get line and fails if a required
+# one is missing); never a dependency of the test targets.
 sysdeps:
 	@bash launch/install_system_packages.sh
 
-demo: setup
+demo: $(STAMP) sysdeps
 	$(RUN) -m alp_jax.demo --out $(DEMO_DIR)
 
-test: setup
+test: $(STAMP)
 	$(RUN) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
 
-test-slow: setup
+test-slow: $(STAMP)
 	$(RUN) -m pytest -q -m slow tests $(PYTEST_ARGS)
 
 # The wheel in a fresh venv, outside the checkout: alp-train --help, a tiny training run, alp-export, embed.
-test-wheel: setup
+test-wheel: $(STAMP)
 	$(RUN) -m pytest -q -m slow tests/test_wheel.py $(PYTEST_ARGS)
 
 clean-demo:

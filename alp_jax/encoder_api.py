@@ -22,9 +22,29 @@ function serves every length. Same input, same output: no randomness at inferenc
 
 An export folder (local or gs://...) is ENC_DIR/params (the encoder's parameters, Orbax) and
 ENC_DIR/encoder_config.json (`meta_from_config`: frontend settings, config.model.audio, crop_seconds, plus
-provenance). `write_export` writes both, params first and encoder_config.json last, so a folder that holds
-encoder_config.json is a whole encoder; it replaces an earlier export but never writes into a non-empty folder
-that is not one. `get_encoder` finds the audio encoder inside a model or its parameters.
+provenance). encoder_config.json is always written last, so a folder that holds it is a whole encoder.
+`write_export` replaces an earlier export but never writes into a non-empty folder that is not one (nor deletes
+anything of it). `get_encoder` finds the audio encoder inside a model or its parameters.
+
+How `write_export` replaces a local ENC_DIR (parent P, name N) so that no crash loses the previous export:
+  1. write the new export whole into P/.N.tmp-PID-HEX (params, then encoder_config.json)
+  2. rename ENC_DIR to P/.N.old-PID-HEX          (only if ENC_DIR exists)
+  3. rename P/.N.tmp-PID-HEX to ENC_DIR
+  4. move the old folder's other files (a README of yours ...) into ENC_DIR, delete P/.N.old-PID-HEX
+A process killed at any point leaves:
+  during 1 or between 1 and 2   ENC_DIR untouched (the previous export, loadable) + a .N.tmp-* folder
+  between 2 and 3               no ENC_DIR; the previous export, whole, in .N.old-* (`read_meta` names it)
+  after 3, before 4 is done     ENC_DIR = the new export, whole; the previous one (and any files of yours not yet
+                                moved) in .N.old-*
+The next `write_export` to ENC_DIR first finishes that: it renames a lone .N.old-* back to a missing ENC_DIR,
+moves files of yours out of .N.old-* into ENC_DIR, and deletes .N.tmp-* / .N.old-* folders that hold nothing but
+params* and encoder_config.json* (a .N.tmp-* of a process still alive on this host is left alone). Nothing else
+is ever deleted. One process writes an export (the export CLI, process 0), as before.
+
+Remote paths (gs://...): a rename there is a copy and a delete, not atomic, so the export is written in place as
+before: encoder_config.json is removed, params rewritten, encoder_config.json written last. A crash in between
+leaves ENC_DIR without encoder_config.json (no encoder: `load` says so, the next export replaces it); the
+previous export is lost then.
 """
 from __future__ import annotations
 
@@ -33,6 +53,8 @@ import functools
 import json
 import os
 import re
+import secrets
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -70,8 +92,11 @@ def read_meta(enc_dir: str | os.PathLike) -> dict:
   """ENC_DIR/encoder_config.json, with a clear error when ENC_DIR is not an exported encoder."""
   path = epath.Path(enc_dir) / CONFIG_FILE
   if not path.exists():
+    olds = [] if paths.is_remote(enc_dir) or epath.Path(enc_dir).exists() else _siblings(epath.Path(enc_dir), _OLD)
+    hint = (f"; an interrupted export left the previous one in {olds[-1]}: the next export to {enc_dir} puts it "
+            f"back first, or rename it yourself" if olds else "")
     raise FileNotFoundError(f"{enc_dir} is not an exported encoder (no {CONFIG_FILE}); create one with "
-                            f"`python -m alp_jax.export --workdir RUN --out {enc_dir}`")
+                            f"`python -m alp_jax.export --workdir RUN --out {enc_dir}`{hint}")
   return json.loads(path.read_text())
 
 
@@ -93,17 +118,95 @@ def check_export_target(enc_dir: str | os.PathLike) -> None:
 def write_export(enc_dir: str | os.PathLike, meta: dict, params: dict) -> epath.Path:
   """Writes an export folder that `AudioEncoder.load` reads back: pure-dict `params` and `meta`.
 
-  Only ENC_DIR/params and ENC_DIR/encoder_config.json are written (an earlier export's are replaced, other files
-  stay). encoder_config.json goes first and comes back last: a crash in between leaves no folder that claims to
-  be an encoder. A non-empty folder that is not an export is refused (FileExistsError) untouched."""
+  A non-empty folder that is not an export is refused (FileExistsError) untouched. A local ENC_DIR is written
+  whole beside it and swapped in (the module docstring: the steps and what a crash leaves), so the previous
+  export survives any crash; other files in an earlier export stay. A remote one is rewritten in place."""
   enc_dir = paths.resolve(enc_dir)
   check_export_target(enc_dir)
+  if paths.is_remote(enc_dir):
+    _write_export_files(enc_dir, meta, params)
+    return enc_dir
+  enc_dir = epath.Path(os.path.realpath(enc_dir))   # a symlinked ENC_DIR: swap the folder it points to
+  enc_dir.parent.mkdir(parents=True, exist_ok=True)
+  _finish_interrupted_exports(enc_dir)
+  check_export_target(enc_dir)
+  suffix = f"{os.getpid()}-{secrets.token_hex(4)}"
+  staged = enc_dir.parent / f".{enc_dir.name}{_TMP}{suffix}"
+  _write_export_files(staged, meta, params)
+  old = None
+  if enc_dir.exists():
+    old = enc_dir.parent / f".{enc_dir.name}{_OLD}{suffix}"
+    os.rename(enc_dir, old)
+  os.rename(staged, enc_dir)
+  if old is not None:
+    _retire_old_export(old, enc_dir)
+  return enc_dir
+
+
+_TMP, _OLD = ".tmp-", ".old-"   # the sibling folders of write_export: .NAME.tmp-PID-HEX, .NAME.old-PID-HEX
+
+
+def _write_export_files(enc_dir: epath.Path, meta: dict, params: dict) -> None:
+  """encoder_config.json removed, params (Orbax) written, encoder_config.json written last."""
   enc_dir.mkdir(parents=True, exist_ok=True)
   (enc_dir / CONFIG_FILE).unlink(missing_ok=True)
   with ocp.StandardCheckpointer() as checkpointer:
     checkpointer.save(enc_dir / PARAMS_DIR, params, force=True)
   paths.write_text_last(enc_dir / CONFIG_FILE, json.dumps(meta, indent=1))
-  return enc_dir
+
+
+def _only_export_files(folder: epath.Path) -> bool:
+  """True when `folder` holds nothing but params* and encoder_config.json* (what write_export writes)."""
+  return all(p.name.startswith((PARAMS_DIR, CONFIG_FILE)) for p in folder.iterdir())
+
+
+def _siblings(enc_dir: epath.Path, kind: str) -> list[epath.Path]:
+  """write_export's .NAME.tmp-PID-HEX or .NAME.old-PID-HEX folders beside `enc_dir`."""
+  pattern = re.compile(re.escape(f".{enc_dir.name}{kind}") + r"(\d+)-[0-9a-f]{8}")
+  if not enc_dir.parent.is_dir():
+    return []
+  return sorted(p for p in enc_dir.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+
+
+def _pid_alive(pid: int) -> bool:
+  if pid == os.getpid():
+    return False
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def _retire_old_export(old: epath.Path, enc_dir: epath.Path) -> None:
+  """Moves the files of yours in a replaced export `old` into `enc_dir`, then deletes `old` if only the export's
+  own files are left (else leaves it, with a warning)."""
+  for entry in sorted(old.iterdir()):
+    if not entry.name.startswith((PARAMS_DIR, CONFIG_FILE)) and not (enc_dir / entry.name).exists():
+      os.rename(entry, enc_dir / entry.name)
+  if _only_export_files(old):
+    shutil.rmtree(old)
+  else:
+    print(f"[export] warning: kept {old}: it holds files that are also in {enc_dir}; merge or delete it yourself")
+
+
+def _finish_interrupted_exports(enc_dir: epath.Path) -> None:
+  """Finishes what a killed write_export to `enc_dir` left (the module docstring): a lone .NAME.old-* is the
+  previous export when ENC_DIR is missing (renamed back), else retired; .NAME.tmp-* folders are deleted."""
+  olds = _siblings(enc_dir, _OLD)
+  if olds and not enc_dir.exists():
+    if len(olds) > 1:
+      raise FileExistsError(f"{enc_dir} is missing and {len(olds)} earlier exports wait beside it "
+                            f"({', '.join(p.name for p in olds)}): rename the one to keep to {enc_dir.name}")
+    os.rename(olds.pop(), enc_dir)
+  for old in olds:
+    _retire_old_export(old, enc_dir)
+  for staged in _siblings(enc_dir, _TMP):
+    pid = int(staged.name[len(f".{enc_dir.name}{_TMP}"):].split("-")[0])
+    if not _pid_alive(pid) and _only_export_files(staged):
+      shutil.rmtree(staged)
 
 
 def encoder_path(tree) -> tuple[str, ...]:

@@ -7,6 +7,8 @@ objective); ENC_DIR/params is the encoder's parameters (Orbax). Load with
 `from alp_jax import AudioEncoder; AudioEncoder.load(ENC_DIR)`. DIR and ENC_DIR may be local or gs://...
 
 An earlier export in ENC_DIR is replaced; any other non-empty ENC_DIR is refused (exit 2) and left as it is.
+A local ENC_DIR is written whole beside it (.NAME.tmp-*) and swapped in, so a killed export leaves the previous
+one intact (the states: `alp_jax/encoder_api.py`); on gs:// it is rewritten in place.
 The work is `alp_jax.train.runs.export_encoder`; this is its command line.
 """
 from __future__ import annotations

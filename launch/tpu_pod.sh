@@ -17,9 +17,9 @@
 # tmux or screen.
 #
 # --setup (or ALP_SETUP=1) first brings the repo up to date on every worker: `git pull --ff-only` in an existing
-# clone, else `git clone ALP_REPO_URL`; the system packages (with sudo when it needs no password); `make setup`;
-# then jax[tpu] (libtpu) at the jaxlib version pinned in requirements.txt, which pins the CPU build
-# (the same as `ALP_ACCELERATOR=tpu make setup`).
+# clone, else `git clone ALP_REPO_URL`; the system packages (best effort, with sudo when it needs no password:
+# training needs none of them); `make venv`; then jax[tpu] (libtpu) at the jaxlib version pinned in
+# requirements.txt, which pins the CPU build (the same as `ALP_ACCELERATOR=tpu make venv`).
 # Environment:
 #   ALP_REMOTE_DIR   the repo on each worker, relative to the worker's home or absolute (default: alp-jax)
 #   ALP_REPO_URL     what --setup clones when ALP_REMOTE_DIR is not a clone yet (default: this clone's origin)
@@ -66,8 +66,8 @@ if [ "$setup" = 1 ]; then
   setup_command="set -e; if [ -d $dir_q/.git ]; then git -C $dir_q pull --ff-only;"
   setup_command+=" elif [ -n $url_q ]; then git clone $url_q $dir_q;"
   setup_command+=" else echo 'error: no clone at '$dir_q' and no ALP_REPO_URL to clone' >&2; exit 1; fi;"
-  setup_command+=" cd $dir_q; if sudo -n true 2>/dev/null; then sudo bash launch/install_system_packages.sh; fi;"
-  setup_command+=" make setup; .venv/bin/python -m pip install -q $jax_q"
+  setup_command+=" cd $dir_q; if sudo -n true 2>/dev/null; then sudo bash launch/install_system_packages.sh || true; fi;"
+  setup_command+=" make venv; .venv/bin/python -m pip install -q $jax_q"
   echo "[tpu] setup on every worker of $tpu: $setup_command"
   gcloud "${gcloud_args[@]}" --command="$setup_command"
 fi

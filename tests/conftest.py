@@ -14,11 +14,31 @@ def pytest_configure(config):
   import jax  # noqa: F401  (first import happens here, after the flags)
 
 
+def missing_demo_packages() -> str | None:
+  """None when espeak-ng, sox, fluidsynth and the soundfont are installed, else the message naming the packages
+  (and the apt-get line). `make test` never installs them: tests that synthesise the demo corpus skip."""
+  from alp_jax.demo import synth as demo_synth
+  from alp_jax.demo import sysdeps
+  try:
+    sysdeps.require_binaries(demo_synth.BINARIES, files=(demo_synth.SOUNDFONT,))
+  except sysdeps.MissingSystemPackage as e:
+    return str(e)
+  return None
+
+
+def skip_without_demo_packages() -> None:
+  """pytest.skip with the packages to install (`make sysdeps`) when the demo synthesisers are missing."""
+  missing = missing_demo_packages()
+  if missing:
+    pytest.skip(missing)
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus_dir(tmp_path_factory):
-  """A small demo corpus, built, prepared and tokenized once per test session."""
+  """A small demo corpus, built, prepared and tokenized once per test session (skips without the synthesisers)."""
   from alp_jax.demo import corpus as demo_corpus
   from alp_jax.data import tokenizer
+  skip_without_demo_packages()
   out = tmp_path_factory.mktemp("demo_corpus")
   demo_corpus.build(out, num_clips=48, seed=0, clip_seconds=2.0, workers=2, quiet=True)
   tokenizer.train(out, vocab_size=256, quiet=True)

@@ -1,12 +1,12 @@
 """The demo corpus: deterministic, decodable, labelled truthfully (pitch, tone, sweep checked on the audio)."""
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import missing_demo_packages
 
 from alp_jax.demo import corpus as demo_corpus
 from alp_jax.demo import synth as demo_synth
@@ -15,9 +15,8 @@ from alp_jax.demo import sysdeps
 NUM_CLIPS, CLIP_SECONDS = 24, 1.5
 PITCH_CLASSES = ["C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B"]
 
-pytestmark = pytest.mark.skipif(
-    not all(shutil.which(b) for b in ("espeak-ng", "sox", "fluidsynth")),
-    reason="needs espeak-ng, sox and fluidsynth (launch/install_system_packages.sh)")
+MISSING = missing_demo_packages()   # espeak-ng, sox, fluidsynth, the soundfont: `make test` never installs them
+pytestmark = pytest.mark.skipif(MISSING is not None, reason=MISSING or "")
 
 
 @pytest.fixture(scope="module")

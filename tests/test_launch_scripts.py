@@ -287,7 +287,7 @@ def test_tpu_pod_setup_clones_installs_then_trains(sandbox, tmp_path):
   jax_version = [l.split("==")[1] for l in (REPO / "requirements.txt").read_text().splitlines()
                  if l.startswith("jaxlib==")][0]
   assert (log / "worker").read_text().splitlines() == [
-      "git clone https://example.org/alp-jax.git alp-jax", "make setup",
+      "git clone https://example.org/alp-jax.git alp-jax", "make venv",
       f"python -m pip install -q jax[tpu]=={jax_version}"]
   # Second time: the clone exists, so it is updated instead.
   (log / "worker").unlink()
