@@ -3,8 +3,11 @@
 A config file defines `get_config(arg)`; `arg` is the text after ':' on the command line, a comma-separated list
 of variant names (e.g. `configs/clap.py:tiny`, `configs/clap.py:tiny,sigmoid`, or by module name
 `alp_jax.configs.clap:tiny`). Single fields are overridden with `--config.field=value` (e.g.
-`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
+`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`). Each config module declares the variants it
+handles in `VARIANTS`; any other name is an error (`parse_variants`).
 """
+import pathlib
+
 import ml_collections
 
 from alp_jax import sharding
@@ -15,8 +18,16 @@ from alp_jax.train import optimizer
 DEMO_CORPUS = "runs/demo/corpus"
 
 
-def parse_variants(arg) -> set:
-  return {v.strip() for v in (arg or "").split(",") if v.strip()}
+def parse_variants(arg, known: tuple[str, ...], where: str) -> set:
+  """'tiny,sigmoid' -> {"tiny", "sigmoid"}; a name not in `known` is a ValueError naming `where` (the config
+  module's __file__, shown as configs/NAME.py) and the known variants."""
+  variants = {v.strip() for v in (arg or "").split(",") if v.strip()}
+  unknown = sorted(variants - set(known))
+  if unknown:
+    path = pathlib.Path(where)
+    raise ValueError(f"{path.parent.name}/{path.name}: unknown variant{'s' * (len(unknown) > 1)} "
+                     f"{', '.join(map(repr, unknown))}; known variants: {', '.join(known)}")
+  return variants
 
 
 def base_config() -> ml_collections.ConfigDict:
