@@ -80,6 +80,7 @@ class _Preemption:
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Runs (or resumes) training in `workdir` (local or gs://...); returns a summary dict."""
   workdir = paths.resolve(workdir)
+  pipeline.check_corpus_dir(config.data)   # before anything starts: a non-tiny config names no corpus
   # --- Distributed and mesh.
   distributed.maybe_initialize(config.get("distributed"))
   mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
