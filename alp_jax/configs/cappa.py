@@ -10,9 +10,11 @@ import ml_collections
 from alp_jax.configs import common
 from alp_jax.models import captioner
 
+VARIANTS = ("tiny", "demo", "small", "base", "ar_only")
+
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg)
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   c = common.base_config()
   c.model = captioner.default_config()
   c.loss = ml_collections.ConfigDict(dict(

@@ -13,9 +13,11 @@ import ml_collections
 from alp_jax.configs import common
 from alp_jax.models import two_towers
 
+VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature")
+
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg)
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   c = common.base_config()
   c.model = two_towers.default_config()
   c.loss = ml_collections.ConfigDict(dict(

@@ -3,8 +3,12 @@
 A config file defines `get_config(arg)`; `arg` is the text after ':' on the command line, a comma-separated list
 of variant names (e.g. `configs/clap.py:tiny`, `configs/clap.py:tiny,sigmoid`, or by module name
 `alp_jax.configs.clap:tiny`). Single fields are overridden with `--config.field=value` (e.g.
-`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`).
+`--config.batch_size=64 --config.data.corpus_dir=/data/cs10m`). Each config module declares the variants it
+handles in `VARIANTS`; any other name is an error (`parse_variants`). Only the tiny configs have a corpus by
+default (the demo corpus); every other size needs `--config.data.corpus_dir`.
 """
+import pathlib
+
 import ml_collections
 
 from alp_jax import sharding
@@ -15,8 +19,16 @@ from alp_jax.train import optimizer
 DEMO_CORPUS = "runs/demo/corpus"
 
 
-def parse_variants(arg) -> set:
-  return {v.strip() for v in (arg or "").split(",") if v.strip()}
+def parse_variants(arg, known: tuple[str, ...], where: str) -> set:
+  """'tiny,sigmoid' -> {"tiny", "sigmoid"}; a name not in `known` is a ValueError naming `where` (the config
+  module's __file__, shown as configs/NAME.py) and the known variants."""
+  variants = {v.strip() for v in (arg or "").split(",") if v.strip()}
+  unknown = sorted(variants - set(known))
+  if unknown:
+    path = pathlib.Path(where)
+    raise ValueError(f"{path.parent.name}/{path.name}: unknown variant{'s' * (len(unknown) > 1)} "
+                     f"{', '.join(map(repr, unknown))}; known variants: {', '.join(known)}")
+  return variants
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -37,8 +49,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model_init = ""               # exported encoder or workdir to initialise the audio encoder from
   c.peak_flops_per_device = 0.0   # 0: measure a dense matmul at startup (for MFU)
   c.tensorboard = True
-  c.data = pipeline.default_data_config()
-  c.data.corpus_dir = DEMO_CORPUS
+  c.data = pipeline.default_data_config()   # corpus_dir "": set it (only apply_tiny has a default corpus)
   c.frontend = frontend.default_frontend_config()
   c.optimizer = optimizer.default_optimizer_config()
   c.mesh = sharding.default_mesh_config()
@@ -49,7 +60,8 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
-  """Seconds on a laptop CPU: tiny towers, short crops, small batches."""
+  """Seconds on a laptop CPU: tiny towers, short crops, small batches, the demo corpus (`make demo` builds it)."""
+  c.data.corpus_dir = DEMO_CORPUS
   c.batch_size = 16
   c.total_steps = 60
   c.log_every = 10

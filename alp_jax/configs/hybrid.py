@@ -3,6 +3,9 @@ loss = contrastive_weight * contrastive + caption_weight * captioning. The study
 separately; this is our extension.
 
   python -m alp_jax.train --config configs/hybrid.py:tiny --workdir runs/hybrid_tiny
+
+Variants: tiny | demo | small | base (both towers and the decoder, as in clap.py and cappa.py) | sigmoid |
+sigmoid_chunked (the contrastive term's loss) | learnable_temperature | ar_only (no parallel caption rows).
 """
 import ml_collections
 
@@ -12,15 +15,17 @@ from alp_jax.configs import common
 from alp_jax.models import hybrid
 
 
+VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature", "ar_only")
+
+
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg)
-  contrastive, captioning = clap.get_config(arg), cappa.get_config(arg)
-  c = contrastive
+  variants = common.parse_variants(arg, VARIANTS, __file__)
+  contrastive = clap.get_config(",".join(v for v in variants if v in clap.VARIANTS))
+  captioning = cappa.get_config(",".join(v for v in variants if v in cappa.VARIANTS))
+  c, towers = contrastive, contrastive.model   # keep the towers' settings: c.model is replaced next
   c.model = hybrid.default_config()
-  c.model.audio = contrastive.model.audio
-  c.model.text = contrastive.model.text
-  c.model.head = contrastive.model.head
-  c.model.logit_bias = contrastive.model.logit_bias
+  for field in ("audio", "text", "head", "logit_bias", "temperature"):
+    c.model[field] = towers[field]
   c.model.decoder = captioning.model.decoder
   c.loss = ml_collections.ConfigDict(dict(
       kind="hybrid",
@@ -31,6 +36,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
       parallel_fraction=captioning.loss.parallel_fraction,
       label_smoothing=captioning.loss.label_smoothing,
   ))
-  if "sigmoid" in variants:
-    c.loss.contrastive_kind = "sigmoid"
+  for kind in ("sigmoid", "sigmoid_chunked"):
+    if kind in variants:
+      c.loss.contrastive_kind = kind
   return c

@@ -14,9 +14,11 @@ import ml_collections
 from alp_jax.configs import common
 from alp_jax.models import tagger
 
+VARIANTS = ("tiny", "small", "base", "single_label")
+
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg)
+  variants = common.parse_variants(arg, VARIANTS, __file__)
   c = common.base_config()
   c.model = tagger.default_config()
   c.data.label_task = "sound_type"

@@ -60,6 +60,13 @@ def default_data_config() -> ml_collections.ConfigDict:
   ))
 
 
+def check_corpus_dir(cfg) -> None:
+  """A ValueError when cfg.corpus_dir is empty (only the tiny configs name a corpus by default)."""
+  if not cfg.get("corpus_dir"):
+    raise ValueError("config.data.corpus_dir is not set: pass --config.data.corpus_dir=PATH (a prepared corpus, "
+                     "python -m alp_jax.data.prepare)")
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceInfo:
   name: str

@@ -39,6 +39,21 @@ def resolve_config_argv(argv: list[str]) -> list[str]:
   return out
 
 
+def config_error(argv: list[str]) -> str | None:
+  """The config's own error (an unknown variant ...), so that the CLI prints one line instead of config_flags'
+  traceback; None when the --config value loads or names no file (config_flags reports that)."""
+  values = [a.partition("=")[2] for a in argv if a.startswith(("--config=", "-config="))]
+  values += [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-config")]
+  for value in values:
+    try:
+      runs.load_config(value)
+    except FileNotFoundError:
+      pass
+    except ValueError as e:
+      return str(e)
+  return None
+
+
 def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -56,7 +71,12 @@ def run() -> None:
     print(__doc__)
     print(flags.FLAGS.module_help(sys.argv[0] if __name__ == "__main__" else __name__))
     sys.exit(0)
-  app.run(main, argv=resolve_config_argv(sys.argv))
+  argv = resolve_config_argv(sys.argv)
+  problem = config_error(argv[1:])
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(1)
+  app.run(main, argv=argv)
 
 
 if __name__ == "__main__":

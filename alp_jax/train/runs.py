@@ -1,6 +1,8 @@
 """A training run on disk: its config, its tokenizer, its checkpoints and its exported encoder, in one place.
 
-  WORKDIR/config.json        the run's config (`write_config`, `read_config`)
+  WORKDIR/config.json        the run's config (`write_config`, `read_config`); a resume must match it except in
+                             RESUME_MAY_CHANGE (`check_resume`)
+  WORKDIR/config_history/    every earlier config.json that a start replaced (config-stepN-TIME.json)
   WORKDIR/tokenizer.model    the run's own copy of its tokenizer, made at the first start of training; its sha1 is
                              config.json's data.tokenizer_sha1
   WORKDIR/checkpoints/STEP   Orbax checkpoints (alp_jax/train/checkpoints.py)
@@ -24,6 +26,7 @@ import json
 import os
 import pathlib
 import re
+import time
 from typing import Callable
 
 import jax
@@ -43,6 +46,20 @@ from alp_jax.train import optimizer as optimizer_lib
 from alp_jax.train import state as state_lib
 
 CONFIG_FILE = "config.json"
+HISTORY_DIR = "config_history"
+# The config fields a resume may change: they say how long the run goes, how often it logs, saves and evaluates,
+# and where and how fast it runs, not what it computes. A name covers its whole subtree. Every other field must
+# equal config.json's, compared after the trainer's derivations (data.tokenizer and data.tokenizer_sha1 point at
+# the run's own tokenizer, model.vocab_size and model.num_classes come from it and the corpus), so those match.
+RESUME_MAY_CHANGE = (
+    "total_steps",                 # train longer or shorter (the learning-rate schedule follows the new total)
+    "log_every", "tensorboard", "peak_flops_per_device",                      # logging, MFU
+    "checkpoint_every", "keep_checkpoints", "async_checkpoints",              # saving
+    "eval_every", "evaluators", "best_metric", "best_mode",                  # evaluation, the best checkpoint
+    "nonfinite",                   # stop or skip at a non-finite loss (a stopped run may go on with skip)
+    "data.num_threads", "data.worker_count", "data.prefetch_buffer_size",   # data loading speed
+    "mesh", "distributed",         # the devices and processes it runs on (checkpoints restore onto any mesh)
+)
 TOKENIZER_FILE = tokenizer_lib.MODEL_FILE
 # Config files are Python source on this machine (not run data). A relative path is looked up from the working
 # directory, then from the package folder (so "configs/clap.py" finds alp_jax/configs/clap.py in an installed
@@ -96,11 +113,30 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
 
 
 def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> epath.Path:
-  """WORKDIR/config.json (the folder is made if needed)."""
+  """WORKDIR/config.json (the folder is made if needed). A config.json with other contents is kept first, as
+  WORKDIR/config_history/config-stepN-TIME.json (N: the latest checkpoint's step), so none is ever lost."""
   workdir = paths.resolve(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  paths.write_text_last(workdir / CONFIG_FILE, config.to_json_best_effort(indent=1))
-  return workdir / CONFIG_FILE
+  path = workdir / CONFIG_FILE
+  if path.exists():
+    previous = path.read_text()
+    if config_differences(json.loads(previous), _as_json(config)):
+      _keep_in_history(workdir, previous)
+  paths.write_text_last(path, config.to_json_best_effort(indent=1))
+  return path
+
+
+def _keep_in_history(workdir: epath.Path, text: str) -> epath.Path:
+  steps = [int(p.name) for p in ckpt_lib.directory(workdir).iterdir() if p.name.isdigit()] \
+      if ckpt_lib.has_checkpoint(workdir) else [0]
+  stem = f"config-step{max(steps)}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
+  history = workdir / HISTORY_DIR
+  history.mkdir(parents=True, exist_ok=True)
+  path, n = history / f"{stem}.json", 1
+  while path.exists():
+    path, n = history / f"{stem}-{n}.json", n + 1
+  paths.write_text_last(path, text)
+  return path
 
 
 def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -108,6 +144,58 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
   if not path.exists():
     raise FileNotFoundError(f"{workdir} is not a training workdir (no {CONFIG_FILE})")
   return ml_collections.ConfigDict(json.loads(path.read_text()))
+
+
+# --- Resuming: the same config, but for RESUME_MAY_CHANGE.
+
+_ABSENT = object()
+
+
+def _as_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _show(value) -> str:
+  return "(absent)" if value is _ABSENT else json.dumps(value)
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+  """[(dotted field, old value, new value)] of two configs as JSON dicts; a field missing on one side has the
+  value `_ABSENT` (shown as "(absent)"). NaN equals NaN."""
+  out = []
+  for key in sorted(set(old) | set(new)):
+    a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_differences(a, b, f"{prefix}{key}.")
+    elif a is _ABSENT or b is _ABSENT or json.dumps(a) != json.dumps(b):
+      out.append((f"{prefix}{key}", a, b))
+  return out
+
+
+def _may_change(field: str) -> bool:
+  return any(field == f or field.startswith(f + ".") for f in RESUME_MAY_CHANGE)
+
+
+def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) -> list[str]:
+  """On a start in a workdir with a checkpoint and a config.json, `config` (after the trainer's derivations:
+  `start_tokenizer`, `set_data_sizes`) must equal config.json but for RESUME_MAY_CHANGE. Returns those changes as
+  'field: old -> new' lines; any other difference is a ValueError naming each field. Reads only."""
+  workdir = paths.resolve(workdir)
+  path = workdir / CONFIG_FILE
+  if not ckpt_lib.has_checkpoint(workdir) or not path.exists():
+    return []
+  changes = config_differences(json.loads(path.read_text()), _as_json(config))
+  refused = [c for c in changes if not _may_change(c[0])]
+  if refused:
+    lines = "\n".join(f"  {field}: {_show(a)} -> {_show(b)}" for field, a, b in refused)
+    absent = any(_ABSENT in (a, b) for _, a, b in refused)
+    raise ValueError(
+        f"{workdir} holds a run whose {CONFIG_FILE} differs from this config in field(s) a resume may not "
+        f"change:\n{lines}\nTo train this config, give it a new --workdir; to resume the run, revert these "
+        f"overrides (or variants). A resume may change only: {', '.join(RESUME_MAY_CHANGE)}."
+        + (" A field absent on one side usually means another alp-jax version wrote the run; to resume it with "
+           f"this config anyway, move {path} into {workdir / HISTORY_DIR}/ and start again." if absent else ""))
+  return [f"{field}: {_show(a)} -> {_show(b)}" for field, a, b in changes]
 
 
 # --- The run's tokenizer.

@@ -80,6 +80,7 @@ class _Preemption:
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Runs (or resumes) training in `workdir` (local or gs://...); returns a summary dict."""
   workdir = paths.resolve(workdir)
+  pipeline.check_corpus_dir(config.data)   # before anything starts: a non-tiny config names no corpus
   # --- Distributed and mesh.
   distributed.maybe_initialize(config.get("distributed"))
   mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
@@ -90,6 +91,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Data: the run's own tokenizer (copied at the first start), sizes from the data, config.json.
   runs.start_tokenizer(workdir, config, log=_log)
   runs.set_data_sizes(config)
+  changed = runs.check_resume(workdir, config)   # a resume with another config is refused here, before any write
+  if changed:
+    _log(f"[train] resuming with changed settings (the previous config.json goes to {runs.HISTORY_DIR}/): "
+         + "; ".join(changed))
   if jax.process_index() == 0:
     runs.write_config(workdir, config)
   process_index, process_count = jax.process_index(), jax.process_count()
