@@ -158,8 +158,10 @@ def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp
 def test_periodic_evaluation_and_best_checkpoint(tiny_corpus_dir, tmp_path):
   import ml_collections
   cfg = make_test_config("clap", tiny_corpus_dir, total_steps=4, checkpoint_every=2, eval_every=2,
-                         best_metric="val/loss", keep_checkpoints=1)
-  cfg.evaluators.val = ml_collections.ConfigDict(dict(type="validation_loss", batches=2))
+                         best_metric="val/loss", keep_checkpoints=1,
+                         data__sources=("demo_music", "demo_sound", "demo_mix"))
+  # Held out: a source the run does not train on (tests/test_validation_loss.py).
+  cfg.evaluators.val = ml_collections.ConfigDict(dict(type="validation_loss", batches=2, sources=("demo_speech",)))
   trainer.train(cfg, tmp_path / "run")
   rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
   evals = [(r["step"], r["val/loss"]) for r in rows if r["split"] == "eval" and "val/loss" in r]

@@ -80,6 +80,12 @@ class Evaluator:
   # --- Declarations.
 
   @classmethod
+  def check_config(cls, config: ml_collections.ConfigDict, eval_cfg: ml_collections.ConfigDict,
+                   name: str = "NAME") -> None:
+    """Raises a clear error (naming config.evaluators.NAME.FIELD) for options this evaluator cannot run with.
+    Cheap and deterministic: the trainer calls it at startup, before compiling (registry `check_all`)."""
+
+  @classmethod
   def unmet(cls, capabilities: frozenset[str], task_kinds: Iterable[str]) -> str | None:
     """Why this evaluation cannot run on a model with `capabilities` and tasks of `task_kinds`; None if it can."""
     missing = sorted(cls.needs - capabilities)

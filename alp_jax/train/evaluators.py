@@ -7,7 +7,8 @@ TYPE names a registered evaluator class. A type not registered yet is found by m
 registered under that name (`type="my_project.my_eval"`). So adding an evaluator is one file, and the trainer
 never imports the evaluation package: it looks evaluators up here by name.
 
-The contract the trainer uses: `cls(config, eval_cfg, graphdef=..., mesh=...)` builds one, its attribute `every`
+The contract the trainer uses: `cls.check_config(config, eval_cfg, name)` (optional) rejects bad options at
+startup, before compiling; `cls(config, eval_cfg, graphdef=..., mesh=...)` builds one, its attribute `every`
 says how often it runs (steps), and `run(state)` yields (metric_name, value). The evaluation CLI uses the same
 classes through the richer contract of alp_jax/evaluate/evaluator.py (what each one needs, which suites it is in).
 """
@@ -58,6 +59,14 @@ def registered() -> dict[str, type]:
   for info in pkgutil.iter_modules(package.__path__):
     importlib.import_module(f"{PLUGIN_PACKAGE}.{info.name}")
   return dict(_REGISTRY)
+
+
+def check_all(config) -> None:
+  """Every configured evaluator's `check_config` (if it has one): bad options fail at startup, before compiling."""
+  for name, eval_cfg in (config.get("evaluators") or {}).items():
+    check = getattr(get(eval_cfg.type), "check_config", None)
+    if check is not None:
+      check(config, eval_cfg, name)
 
 
 def build_all(config, **kwargs) -> dict:

@@ -109,6 +109,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   objective = objectives.get(config.loss)
   batch_spec = abstract_batch(config, mesh)
   objective.check(models.MODELS.get(config.model.name), tuple(batch_spec), model_cfg=config.model)
+  evaluator_registry.check_all(config)   # bad evaluator options fail here, before anything compiles
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
   graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
   problems = sharding_lib.sharding_report(abstract["params"], shardings["params"], mesh, config.mesh.rules,
