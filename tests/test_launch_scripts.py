@@ -3,8 +3,10 @@ one assembles (argv as the trainer receives it, environment, tcmalloc preload), 
 import os
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,19 @@ SRUN_STUB = r"""#!/bin/bash
 printf '%s\0' "$@" > "$STUB_LOG/srun"
 while [[ $1 == -* ]]; do shift; done
 exec "$@"
+"""
+# Records its argv (scontrol requeue JOBID).
+SCONTROL_STUB = r"""#!/bin/bash
+printf '%s\0' "$@" > "$STUB_LOG/scontrol"
+"""
+# A trainer that exits with STUB_EXIT, or runs until SIGTERM and then exits 75 as the real one does after saving.
+TRAINER_EXIT_STUB = r"""#!/bin/bash
+if [ -n "${STUB_EXIT-}" ]; then exit "$STUB_EXIT"; fi
+trap 'echo sigterm >> "$STUB_LOG/events"; kill "$sleeper" 2>/dev/null; exit 75' TERM
+sleep 60 &
+sleeper=$!
+echo started >> "$STUB_LOG/events"
+wait "$sleeper"
 """
 # Each call's argv in its own numbered file.
 GCLOUD_STUB = r"""#!/bin/bash
@@ -71,6 +86,7 @@ def sandbox(tmp_path):
   _write_exe(bin_dir / "trainer_python", TRAINER_STUB)
   _write_exe(bin_dir / "srun", SRUN_STUB)
   _write_exe(bin_dir / "gcloud", GCLOUD_STUB)
+  _write_exe(bin_dir / "scontrol", SCONTROL_STUB)
   env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "STUB_LOG": str(log),
          "ALP_PYTHON": str(bin_dir / "trainer_python"), "ALP_TCMALLOC": "0"}
   return bin_dir, log, env
@@ -168,7 +184,7 @@ def _sbatch_header() -> dict[str, str]:
   for line in (LAUNCH / "slurm_gpu.sbatch").read_text().splitlines()[1:]:
     if line.startswith("#SBATCH"):
       assert not seen_command, f"#SBATCH after the first command is ignored by sbatch: {line}"
-      key, value = line.split()[1].split("=", 1)
+      key, _, value = line.split()[1].partition("=")
       options[key] = value
     elif line.strip() and not line.startswith("#"):
       seen_command = True
@@ -179,6 +195,8 @@ def test_slurm_header():
   options = _sbatch_header()
   assert {"--nodes", "--ntasks-per-node", "--gpus-per-node", "--cpus-per-task", "--time"} <= set(options)
   assert options["--ntasks-per-node"] == options["--gpus-per-node"]  # one process per GPU
+  # Preemption: SIGTERM to the batch script (B:) 2 minutes before the limit, requeue allowed, the log appended to.
+  assert options["--signal"] == "B:TERM@120" and "--requeue" in options and options["--open-mode"] == "append"
 
 
 def _slurm_env(env, **extra):
@@ -227,6 +245,35 @@ def test_slurm_errors(sandbox, tmp_path, extra, args, message):
   result = _run(["bash", str(LAUNCH / "slurm_gpu.sbatch"), *args], _slurm_env(env, **extra), tmp_path,
                 check=False)
   assert result.returncode == 2 and message in result.stderr and not (log / "srun").exists()
+
+
+def test_slurm_sigterm_is_forwarded_and_the_job_requeued(sandbox, tmp_path):
+  """SLURM's lead-time SIGTERM reaches the batch script only: it passes it on to srun's tasks and, when the
+  trainer exits 75 (saved), requeues the job."""
+  bin_dir, log, env = sandbox
+  env["ALP_PYTHON"] = str(_write_exe(bin_dir / "trainer_exit", TRAINER_EXIT_STUB))
+  script = subprocess.Popen(["bash", str(LAUNCH / "slurm_gpu.sbatch"), "c.py", "/shared/w"], env=_slurm_env(env),
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  events = log / "events"
+  deadline = time.monotonic() + 20
+  while not (events.exists() and "started" in events.read_text()):
+    assert time.monotonic() < deadline and script.poll() is None, script.communicate()
+    time.sleep(0.05)
+  script.send_signal(signal.SIGTERM)
+  out, err = script.communicate(timeout=30)
+  assert events.read_text().split() == ["started", "sigterm"]
+  assert script.returncode == 75, err
+  assert _nul_fields(log / "scontrol") == ["requeue", "4242"]
+  assert "requeueing job 4242" in out
+
+
+@pytest.mark.parametrize("exit_status, requeued", [(75, True), (0, False), (1, False)])
+def test_slurm_requeues_only_a_preempted_trainer(sandbox, tmp_path, exit_status, requeued):
+  bin_dir, log, env = sandbox
+  env.update(ALP_PYTHON=str(_write_exe(bin_dir / "trainer_exit", TRAINER_EXIT_STUB)), STUB_EXIT=str(exit_status))
+  result = _run(["bash", str(LAUNCH / "slurm_gpu.sbatch"), "c.py", "w"], _slurm_env(env), tmp_path, check=False)
+  assert result.returncode == exit_status, result.stderr
+  assert (log / "scontrol").exists() == requeued
 
 
 # --- launch/tpu_pod.sh

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alp_jax.train.preemption import PREEMPTED_EXIT_CODE
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -93,7 +95,7 @@ def test_resume_after_sigkill_is_exact(tiny_corpus_dir, tmp_path):
     np.testing.assert_allclose(params_b[k], params_a[k], rtol=1e-6, atol=1e-7, err_msg=k)
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_corpus_dir, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_for_requeue(tiny_corpus_dir, tmp_path):
   workdir = tmp_path / "preempted"
   proc = subprocess.Popen(_command(tiny_corpus_dir, workdir, "--config.total_steps=500",
                                    "--config.checkpoint_every=1000"),
@@ -101,8 +103,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tiny_corpus_dir, tmp_path)
   _wait_for_step(proc, workdir, 3)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
-  assert proc.returncode == 0, out
-  assert "SIGTERM: saved checkpoint at step" in out
+  assert proc.returncode == PREEMPTED_EXIT_CODE, out  # saved; "start me again"
+  assert "SIGTERM: every process saved the checkpoint of step" in out
   saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
   assert len(saved) == 1 and 3 <= saved[0] < 500
   assert max(_train_losses(workdir)) <= saved[0]
@@ -133,3 +135,49 @@ def test_two_processes_match_one_process(tiny_corpus_dir, tmp_path):
   want, got = _train_losses(tmp_path / "one_process"), _train_losses(multi)
   assert sorted(got) == [1, 2, 3]
   np.testing.assert_allclose([got[s] for s in (1, 2, 3)], [want[s] for s in (1, 2, 3)], rtol=1e-5)
+
+
+def _two_processes(corpus, workdir, flags, compilation_cache) -> list:
+  """Two trainer processes of one jax.distributed job; compiled programs are cached for a restart to reuse."""
+  port = _free_port()
+  cache = dict(JAX_COMPILATION_CACHE_DIR=str(compilation_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return [subprocess.Popen(_command(corpus, workdir, *flags),
+                           env=_env(2, ALP_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", ALP_NUM_PROCESSES="2",
+                                    ALP_PROCESS_ID=str(i), **cache),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+
+
+@pytest.mark.slow  # ~3-4 min on 2 cores: two 2-process runs (start-up and compilation dominate) and a reference
+def test_sigterm_on_one_of_two_processes_stops_both_at_one_step(tiny_corpus_dir, tmp_path):
+  """A pod where only one host sees the signal: both save the same step, both exit 75, and the restart resumes
+  to the losses of an uninterrupted run."""
+  total = 16
+  flags = [f"--config.total_steps={total}", "--config.checkpoint_every=1000"]
+  workdir = tmp_path / "preempted"
+  procs = _two_processes(tiny_corpus_dir, workdir, flags, tmp_path / "jax_cache")
+  reference = subprocess.Popen(_command(tiny_corpus_dir, tmp_path / "reference", *flags,
+                                        "--config.data.emulate_process_count=2"),
+                               env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  _wait_for_step(procs[0], workdir, 2)  # process 0 writes metrics.jsonl
+  procs[1].send_signal(signal.SIGTERM)  # the other process only
+  outs = [p.communicate(timeout=300)[0] for p in procs]
+  for p, out in zip(procs, outs):
+    assert p.returncode == PREEMPTED_EXIT_CODE, out
+  saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert len(saved) == 1 and 2 <= saved[0] < total, (saved, outs[0])
+  assert f"every process saved the checkpoint of step {saved[0]}" in outs[0]
+  assert max(_train_losses(workdir)) == saved[0]  # neither process stepped past the save
+  # Each process's data iterator position is in that one checkpoint.
+  data_files = sorted(p.name for p in (workdir / "checkpoints" / str(saved[0]) / "data").glob("process_*"))
+  assert len(data_files) == 2, data_files
+  restarted = _two_processes(tiny_corpus_dir, workdir, flags, tmp_path / "jax_cache")
+  outs = [p.communicate(timeout=300)[0] for p in restarted]
+  for p, out in zip(restarted, outs):
+    assert p.returncode == 0, out
+  assert f"resumed from {workdir / 'checkpoints'}/{saved[0]}" in outs[0]
+  out, _ = reference.communicate(timeout=300)
+  assert reference.returncode == 0, out
+  want, got = _train_losses(tmp_path / "reference"), _train_losses(workdir)
+  assert sorted(got) == sorted(want) == list(range(1, total + 1))
+  np.testing.assert_allclose([got[s] for s in sorted(want)], [want[s] for s in sorted(want)], rtol=1e-5)

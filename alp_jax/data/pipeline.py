@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 from typing import Any
 
 import grain
@@ -298,5 +299,10 @@ def _mark_flags_parsed() -> None:
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
+  """Runs in each grain worker process (grain's mp_prefetch worker_init_fn) before it reads any data."""
   del worker_index, worker_count
+  # The trainer owns shutdown: on SIGTERM it keeps stepping until every process agrees on a step (one or two
+  # more batches), saves, and exits, which ends its workers. A scheduler or a terminal signals the whole process
+  # group; a worker that died on the signal would stall the batches the trainer still needs.
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
   _mark_flags_parsed()

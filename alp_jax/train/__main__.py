@@ -3,12 +3,16 @@
 CONFIG is a module name (alp_jax.configs.clap:tiny, works from any directory with the installed package) or a
 config file (configs/clap.py:tiny; a relative path is tried from the working directory, then from the package
 and the checkout).
+
+Exit status: 0 done, 1 error, 75 preempted (SIGTERM on any process: every process saved the same step; run the
+same command again to resume; see alp_jax/train/preemption.py and launch/README.md).
 """
 import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
+from alp_jax.train import preemption
 from alp_jax.train import runs
 from alp_jax.train import trainer
 
@@ -58,11 +62,12 @@ def main(argv) -> int:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   try:
-    trainer.train(_CONFIG.value, _WORKDIR.value)
+    summary = trainer.train(_CONFIG.value, _WORKDIR.value)
   except (trainer.NonFiniteLossError, FileNotFoundError, ValueError, ImportError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  return 0
+  # Preempted (SIGTERM): a checkpoint was saved on every process; 75 asks the launcher to start it again.
+  return preemption.PREEMPTED_EXIT_CODE if summary.get("preempted") else 0
 
 
 def run() -> None:

@@ -4,17 +4,21 @@
 
 Sections, top to bottom: distributed init, mesh, data, model + sharding, update step, checkpoint (resume),
 evaluators, loop. Restarting with the same workdir resumes exactly (parameters, optimizer, step, RNG and the
-grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py). SIGTERM saves a checkpoint and exits cleanly. A non-finite loss or gradient never
+grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py).
+Preemption: SIGTERM on any process (one host of a pod, or all) stops every process at the same step
+(alp_jax/train/preemption.py), all save that step together, and the command exits with status 75
+(preemption.PREEMPTED_EXIT_CODE, EX_TEMPFAIL: "saved; start me again with the same workdir"; train() returns
+summary["preempted"] = True). launch/slurm_gpu.sbatch requeues the job on it. A non-finite loss or gradient never
 reaches the parameters: the update is rejected on device; with nonfinite="stop" the run stops at the next host
 check naming the step (the last checkpoint stays intact), with nonfinite="skip" it continues and counts.
 """
 from __future__ import annotations
 
 import os
-import signal
 import time
 
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 
 from alp_jax import models
@@ -30,6 +34,7 @@ from alp_jax.train import freeze
 from alp_jax.train import metrics as metrics_lib
 from alp_jax.train import optimizer as optimizer_lib
 from alp_jax.train import perf
+from alp_jax.train import preemption as preemption_lib
 from alp_jax.train import runs
 from alp_jax.train import state as state_lib
 from alp_jax.train import step as step_lib
@@ -60,21 +65,6 @@ def scanned_parts(model_cfg: ml_collections.ConfigDict) -> list[str]:
   """Sub-configs of config.model (towers, decoder ...) that compile their layers as one scanned layer."""
   return [name for name, part in model_cfg.items()
           if isinstance(part, ml_collections.ConfigDict) and part.get("scan_layers")]
-
-
-class _Preemption:
-  """SIGTERM -> a flag the loop checks every step (checkpoint, then a clean exit)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -174,7 +164,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
 
   # --- Loop.
-  preemption = _Preemption()
+  preemption = preemption_lib.StopRequest(mesh)  # SIGTERM handler (chained); all processes stop at one step
   pending = None  # (step, device metrics) of the last log step: fetched one step late
   rate = {"origin": None}
   save_seconds: list[float] = []
@@ -216,6 +206,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         batch = sharding_lib.host_to_global(local, mesh)
         state, metrics = compiled(state, batch)
         step += 1
+        stop = preemption.poll()  # the same answer on every process at this step
         if pending is not None:
           flush(pending)
           pending = None
@@ -226,7 +217,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
             writer.write(step, {name: value}, prefix="eval")
             last_eval[name] = value
             _log(f"[eval] step {step} {name} {value:.4f}")
-        save_now = step % config.checkpoint_every == 0 or step == config.total_steps or preemption.requested
+        save_now = step % config.checkpoint_every == 0 or step == config.total_steps or stop
         if save_now:
           if pending is not None:  # never checkpoint a state that has seen a non-finite step unnoticed
             flush(pending)
@@ -236,8 +227,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
           checkpointer.save(step, state, data_iter, force=True,
                             metrics=dict(last_eval) if best and best in last_eval else None)
           save_seconds.append(time.perf_counter() - t_save)
-        if preemption.requested:
-          _log(f"[train] SIGTERM: saved checkpoint at step {step}; exiting")
+        if stop and step < config.total_steps:  # at the last step the run is simply done
+          _log(f"[train] SIGTERM: every process saved the checkpoint of step {step}; exiting with status "
+               f"{preemption_lib.PREEMPTED_EXIT_CODE} (restart with the same workdir to resume)")
           summary["preempted"] = True
           break
       if pending is not None:
@@ -246,6 +238,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     preemption.restore()
     checkpointer.close()
     writer.close()
+  if summary.get("preempted") and jax.process_count() > 1:
+    # No process exits (and, under srun --kill-on-bad-exit, gets the others killed) before all have saved.
+    multihost_utils.sync_global_devices("alp_jax_preempted")
   step_lib.assert_single_trace(train_step)
   summary.update(final_step=step, losses=losses, params=n_params, checkpoint_dir=str(checkpointer.directory),
                  save_seconds=save_seconds, restore_seconds=restore_seconds)
