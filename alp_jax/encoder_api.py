@@ -67,6 +67,7 @@ from flax import nnx
 from alp_jax import models
 from alp_jax.audio import frontend
 from alp_jax.audio import io as audio_io
+from alp_jax.audio import windows as windows_lib
 from alp_jax.data import paths
 
 CONFIG_FILE = "encoder_config.json"
@@ -362,31 +363,13 @@ class AudioEncoder:
     return jax.tree.map(np.asarray, nnx.state(self.module, nnx.Param).to_pure_dict())
 
   def _windows(self, audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    w = self.window_samples
-    count = max(1, -(-len(audio16k) // w))
-    padded = np.zeros(count * w, np.float32)
-    padded[:len(audio16k)] = audio16k
-    mask = np.zeros(count * w, bool)
-    mask[:len(audio16k)] = True
-    return padded.reshape(count, w), mask.reshape(count, w)
+    return windows_lib.split(audio16k, self.window_samples)
 
   def _encode_clip(self, waveform, sample_rate: int, names) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """-> ({name: (W*T', D) frames of every window}, (W*T',) frame mask) for one clip, window by window."""
-    samples = np.asarray(waveform, np.float32)
-    if samples.ndim == 2:
-      samples = audio_io.to_mono(samples)
-    if samples.ndim != 1 or samples.size == 0:
-      raise ValueError(f"waveform must be a non-empty (N,) or (N, C) array, got shape {np.shape(waveform)}")
-    audio = audio_io.resample(samples, int(sample_rate), audio_io.TARGET_SAMPLE_RATE)
-    windows, masks = self._windows(audio)
+    windows, masks = self._windows(windows_lib.mono_16k(waveform, sample_rate))
     outputs, frame_masks = {}, []
-    k = self.windows_per_call
-    for start in range(0, len(windows), k):
-      chunk, chunk_mask = windows[start:start + k], masks[start:start + k]
-      n = len(chunk)
-      if n < k:  # fixed shape: pad with fully masked windows
-        chunk = np.concatenate([chunk, np.zeros((k - n, chunk.shape[1]), np.float32)])
-        chunk_mask = np.concatenate([chunk_mask, np.zeros((k - n, chunk.shape[1]), bool)])
+    for chunk, chunk_mask, n in windows_lib.chunks(windows, masks, self.windows_per_call):
       f, m = jax.device_get(self._encode(self._state, jnp.asarray(chunk), jnp.asarray(chunk_mask), names=names))
       for name, frames in f.items():
         outputs.setdefault(name, []).append(frames[:n].reshape(-1, frames.shape[-1]))

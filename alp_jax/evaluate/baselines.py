@@ -34,6 +34,7 @@ import numpy as np
 
 from alp_jax.audio import frontend
 from alp_jax.audio import io as audio_io
+from alp_jax.audio import windows as windows_lib
 
 LOGMEL_STATS = "logmel-stats"
 BASELINES = (LOGMEL_STATS,)
@@ -113,30 +114,11 @@ class LogMelStats:
       settings["frame_stack"] = self.frame_stack
     return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
-  def _windows(self, audio16k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(W, S) windows and sample masks, the last one zero-padded (AudioEncoder._windows)."""
-    count = max(1, -(-len(audio16k) // self.window_samples))
-    padded = np.zeros(count * self.window_samples, np.float32)
-    padded[:len(audio16k)] = audio16k
-    mask = np.zeros(count * self.window_samples, bool)
-    mask[:len(audio16k)] = True
-    return padded.reshape(count, -1), mask.reshape(count, -1)
-
   def log_mel(self, waveform, sample_rate: int) -> np.ndarray:
     """(T, M) log-mel of the clip's valid frames, window after window."""
-    samples = np.asarray(waveform, np.float32)
-    if samples.ndim == 2:
-      samples = audio_io.to_mono(samples)
-    if samples.ndim != 1 or samples.size == 0:
-      raise ValueError(f"waveform must be a non-empty (N,) or (N, C) array, got shape {np.shape(waveform)}")
-    windows, masks = self._windows(audio_io.resample(samples, int(sample_rate), audio_io.TARGET_SAMPLE_RATE))
-    k, found = self.windows_per_call, []
-    for start in range(0, len(windows), k):
-      chunk, chunk_mask = windows[start:start + k], masks[start:start + k]
-      n = len(chunk)
-      if n < k:   # fixed shape: pad with fully masked windows
-        chunk = np.concatenate([chunk, np.zeros((k - n, chunk.shape[1]), np.float32)])
-        chunk_mask = np.concatenate([chunk_mask, np.zeros((k - n, chunk.shape[1]), bool)])
+    windows, masks = windows_lib.split(windows_lib.mono_16k(waveform, sample_rate), self.window_samples)
+    found = []
+    for chunk, chunk_mask, n in windows_lib.chunks(windows, masks, self.windows_per_call):
       features, frame_mask = jax.device_get(self._log_mel(jnp.asarray(chunk), jnp.asarray(chunk_mask)))
       found.append(features[:n][frame_mask[:n]])   # (valid,M)
     return np.concatenate(found)
