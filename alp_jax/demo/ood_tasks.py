@@ -35,12 +35,10 @@ must match to reuse the audio.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
 import json
 import os
 import sys
-import time
 import wave
 from pathlib import Path
 
@@ -158,17 +156,8 @@ def _write_task(task_dir: Path, splits: dict[str, list[dict]]) -> None:
 
 def _render_all(clips: list[dict], out_dir: Path, workers: int, quiet: bool) -> float:
   """Renders and writes every clip; -> clips per second."""
-  t0 = time.monotonic()
-  work = lambda clip: write_wav(out_dir / clip["file"], render(clip), clip["sample_rate"])
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    futures = [pool.submit(work, clip) for clip in clips]
-    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      future.result()
-      if not quiet and (done % 100 == 0 or done == len(clips)):
-        rate = done / (time.monotonic() - t0)
-        print(f"[ood_tasks] rendered {done}/{len(clips)} clips, {rate:.1f} clips/s, "
-              f"ETA {(len(clips) - done) / rate:.0f}s", flush=True)
-  return len(clips) / max(time.monotonic() - t0, 1e-9)
+  return redraw.render_all(clips, lambda clip: write_wav(out_dir / clip["file"], render(clip), clip["sample_rate"]),
+                           workers=workers, quiet=quiet, label="[ood_tasks] rendered {done}/{total} clips", every=100)
 
 
 def build_ood_tasks(out_dir: str | os.PathLike, *, clips_per_class: int = DEFAULT_CLIPS_PER_CLASS,

@@ -9,6 +9,7 @@ are checked again, until none is left.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import time
 from pathlib import Path
 from typing import Callable
@@ -81,3 +82,18 @@ def replace_leaked(clips: list[dict], out_dir: Path, corpus: leakage.CorpusAudio
           "replaced": len(replaced), f"replaced_by_{group_name}": by_group, "replacements": replaced,
           "exact": 0, "near": 0, "max_score": round(max(best.values()), 4) if best else None,
           "seconds": round(time.monotonic() - t0, 1)}
+
+
+def render_all(items: list, work: Callable, *, workers: int, quiet: bool, label: str, every: int = 50) -> float:
+  """Runs `work(item)` for every item on `workers` threads, printing progress (done, clips/s, ETA) every
+  `every` items unless quiet, with `label` ("[demo_tasks] rendered ... clips"). -> items per second."""
+  t0 = time.monotonic()
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    futures = [pool.submit(work, item) for item in items]
+    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
+      future.result()
+      if not quiet and (done % every == 0 or done == len(items)):
+        rate = done / (time.monotonic() - t0)
+        print(f"{label.format(done=done, total=len(items))}, {rate:.1f} clips/s, "
+              f"ETA {(len(items) - done) / rate:.0f}s", flush=True)
+  return len(items) / max(time.monotonic() - t0, 1e-9)

@@ -25,7 +25,6 @@ records the check, the replacements and the highest remaining score.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import csv
 import json
 import os
@@ -180,15 +179,8 @@ def _write_caption_task(task_dir: Path, clips: list[dict], splits: dict[str, lis
 
 
 def _render_all(clips: list[dict], out_dir: Path, workers: int, quiet: bool, what: str) -> None:
-  t0 = time.monotonic()
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    futures = [pool.submit(_render, clip, out_dir) for clip in clips]
-    for done, future in enumerate(concurrent.futures.as_completed(futures), 1):
-      future.result()
-      if not quiet and (done % 50 == 0 or done == len(clips)):
-        rate = done / (time.monotonic() - t0)
-        print(f"[demo_tasks] rendered {done}/{len(clips)} {what}, {rate:.1f} clips/s, "
-              f"ETA {(len(clips) - done) / rate:.0f}s", flush=True)
+  redraw.render_all(clips, lambda clip: _render(clip, out_dir), workers=workers, quiet=quiet,
+                    label="[demo_tasks] rendered {done}/{total} " + what)
 
 
 def _replace_leaked(clips: list[dict], out_dir: Path, corpus, seed: int, workers: int, quiet: bool) -> dict:
