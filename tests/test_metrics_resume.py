@@ -1,5 +1,7 @@
 """Resume-safe metrics: a run that crashed after logging steps past its last checkpoint and then resumed has each
-step once in metrics.jsonl, and its TensorBoard writer purges the repeated steps (alp_jax/train/metrics.py)."""
+step once in metrics.jsonl, and its TensorBoard writer purges the repeated steps (alp_jax/train/metrics.py);
+its compute.json continues from the restored step's totals, so no step's samples count twice
+(alp_jax/train/compute.py)."""
 import json
 import shutil
 import struct
@@ -33,6 +35,8 @@ def test_a_resumed_run_logs_each_step_once(tiny_corpus_dir, tmp_path):
   trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=3, tensorboard=True,
                                  mesh__num_devices=1), workdir)
   assert _steps(workdir) == [1, 2, 3]
+  first = json.loads((workdir / "compute.json").read_text())
+  assert first["steps"] == 3 and first["samples"] == 24 and sorted(first["history"]) == ["2", "3"]
   shutil.rmtree(workdir / "checkpoints" / "3")
   first_files = set((workdir / "tensorboard").iterdir())
 
@@ -46,6 +50,16 @@ def test_a_resumed_run_logs_each_step_once(tiny_corpus_dir, tmp_path):
   assert starts == [3]
   logged = sorted({e.step for e in _events(resumed_file) if e.HasField("summary")})
   assert logged == [3, 4]
+
+  compute = json.loads((workdir / "compute.json").read_text())
+  assert compute["steps"] == 4 and compute["samples"] == 32 and compute["flops"] == 4 * compute["flops_per_step"]
+  # Steps 1-2 from the first start, 3-4 from the resumed one: every example counted once, none of the first
+  # start's step 3.
+  assert sum(s["samples"] for s in compute["per_source"].values()) == 32
+  assert sum(s["samples"] for s in compute["history"]["2"]["per_source"].values()) == 16
+  seconds = sum(s["audio_seconds"] for s in compute["per_source"].values())
+  assert 0 < seconds <= 32 * 1.0   # unpadded audio of 32 one-second crops
+  assert compute["wall_seconds"] > first["history"]["2"]["wall_seconds"] > 0
 
 
 def test_truncate_keeps_rows_up_to_the_step_and_drops_a_torn_line(tmp_path):

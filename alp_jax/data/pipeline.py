@@ -68,6 +68,11 @@ def check_corpus_dir(cfg) -> None:
                      "python -m alp_jax.data.prepare)")
 
 
+def source_names(cfg) -> list[str]:
+  """The sources a pipeline reads, in the order of the batches' `source` index."""
+  return list(cfg.sources) or sorted(prepare_lib.load_corpus(cfg.corpus_dir)["sources"])
+
+
 @dataclasses.dataclass(frozen=True)
 class SourceInfo:
   name: str
@@ -82,7 +87,7 @@ def load_sources(corpus_dir, names=()) -> list[SourceInfo]:
   corpus_dir = epath.Path(corpus_dir)
   corpus = prepare_lib.load_corpus(corpus_dir)
   available = corpus["sources"]
-  names = list(names) or sorted(available)
+  names = list(names) or sorted(available)   # source_names(): the same order
   unknown = [n for n in names if n not in available]
   if unknown:
     raise ValueError(f"sources {unknown} are not in {corpus_dir}/corpus.json (it has {sorted(available)})")

@@ -27,7 +27,9 @@ from alp_jax import sharding as sharding_lib
 from alp_jax.data import paths
 from alp_jax.data import pipeline
 from alp_jax.train import evaluators as evaluator_registry
+from alp_jax.train import flops as flops_lib
 from alp_jax.train import checkpoints as ckpt_lib
+from alp_jax.train import compute as compute_lib
 from alp_jax.train import distributed
 from alp_jax.train import encoder_init
 from alp_jax.train import freeze
@@ -69,6 +71,7 @@ def scanned_parts(model_cfg: ml_collections.ConfigDict) -> list[str]:
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
   """Runs (or resumes) training in `workdir` (local or gs://...); returns a summary dict."""
+  started = time.monotonic()   # wall time of this start (compute.json sums it over restarts)
   workdir = paths.resolve(workdir)
   pipeline.check_corpus_dir(config.data)   # before anything starts: a non-tiny config names no corpus
   # --- Distributed and mesh.
@@ -156,9 +159,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
       flops = perf.lowered_flops(step2.lower(ckpt_lib.abstract_with_shardings(a2, s2), batch_spec)) / mesh.size
   _log(perf.memory_summary(compiled))
   peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
-  _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP ({flops / 1e9:.2f} per device), device matmul "
-       f"peak {peak / 1e9:.0f} GFLOP/s"
-       if flops else "[train] step FLOPs unavailable from the compiler")
+  model_flops = flops_lib.step_flops(config)
+  _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP by XLA ({flops / 1e9:.2f} per device), "
+       f"{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic), device matmul peak {peak / 1e9:.0f} GFLOP/s"
+       if flops else f"[train] step: {model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
+  ledger = compute_lib.Ledger(workdir, source_names=pipeline.source_names(config.data), batch_size=config.batch_size,
+                              flops_per_step=model_flops, xla_flops_per_step=flops * mesh.size,
+                              start_step=start_step, started=started, log=_log)
 
   # --- Evaluators.
   evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
@@ -203,6 +210,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     with jax.set_mesh(mesh):
       while step < config.total_steps:
         local = next(data_iter)
+        ledger.count(local)
         batch = sharding_lib.host_to_global(local, mesh)
         state, metrics = compiled(state, batch)
         step += 1
@@ -226,6 +234,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
           best = config.get("best_metric")
           checkpointer.save(step, state, data_iter, force=True,
                             metrics=dict(last_eval) if best and best in last_eval else None)
+          ledger.save(step)
           save_seconds.append(time.perf_counter() - t_save)
         if stop and step < config.total_steps:  # at the last step the run is simply done
           _log(f"[train] SIGTERM: every process saved the checkpoint of step {step}; exiting with status "
