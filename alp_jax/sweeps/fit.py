@@ -18,7 +18,7 @@ the points (0 degrees of freedom, no check of the form at all); with 4 there is 
 
 Uncertainty (95% percentile bootstrap). When every x has several seeds, a draw resamples the seeds within each
 x with replacement (the seed-to-seed noise, every x kept). Otherwise a draw adds resampled residuals of the
-fit to its fitted values (residual bootstrap): resampling single points with replacement would lose x values
+fit, scaled by sqrt(N / (N - 3)) for the 3 fitted parameters, to its fitted values (residual bootstrap): resampling single points with replacement would lose x values
 and most draws would fall below MIN_DISTINCT_X.
 
 Held-out check: the points at the largest x are removed, the law is fitted to the rest (when the rest still has
@@ -181,7 +181,7 @@ def fit_power_law(x, err, seeds=None, *, resamples: int = RESAMPLES, level: floa
   per_x_seeds = all(len(g) >= 2 for g in groups)
   rng = np.random.default_rng(seed)
   fitted_err = params[0] + params[1] * xs ** (-params[2])
-  residual = err - fitted_err
+  residual = (err - fitted_err) * math.sqrt(len(x) / max(len(x) - 3, 1))  # undo the fit's shrinkage
   order = np.concatenate(groups)  # the points grouped by x: every draw keeps this x vector
   if per_x_seeds:
     draw_err = np.stack([np.concatenate([err[rng.choice(g, len(g))] for g in groups]) for _ in range(resamples)])
