@@ -266,7 +266,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
       os.replace(src, out / name)
   shutil.rmtree(partial)
   corpus = {
-      "format_version": FORMAT_VERSION, "sample_rate": TARGET_SAMPLE_RATE,
+      "format_version": folder_lib.FORMAT_VERSION, "sample_rate": TARGET_SAMPLE_RATE,
       "fingerprint": fingerprint.hexdigest(), "manifest_fingerprint": manifest_fp,
       "manifests": [os.path.abspath(m) for m in manifests], "sources": sources,
       "clips": sum(s["clips"] for s in sources.values()),
