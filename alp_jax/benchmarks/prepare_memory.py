@@ -44,7 +44,6 @@ def write_corpus(root: Path, records: int, files: int) -> Path:
   files = files or records
   audio_dir = root / "audio"
   audio_dir.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(0)
   n = int(_RATE * _SECONDS)
   header = io.BytesIO()  # every file has the same length and format, so the same wav header
   sf.write(header, np.zeros(n, np.int16), _RATE, subtype="PCM_16", format="WAV")
@@ -52,7 +51,8 @@ def write_corpus(root: Path, records: int, files: int) -> Path:
   for i in range(files):
     path = audio_dir / f"{i:07d}.wav"
     if not path.exists():
-      path.write_bytes(header + rng.integers(-3000, 3000, n, dtype=np.int16).tobytes())
+      noise = np.random.default_rng(i).integers(-3000, 3000, n, dtype=np.int16)  # seeded by index: distinct
+      path.write_bytes(header + noise.tobytes())
   manifest = root / f"m{records}_{files}.jsonl"
   with open(manifest, "w") as f:
     for i in range(records):

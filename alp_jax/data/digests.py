@@ -6,8 +6,8 @@ objects at the study's ~9.3M clips); this table keeps two flat arrays instead:
   keys   uint64 (capacity,)   the digest (0 marks an empty slot; a digest of 0 is stored as 1)
   values int64  (capacity,)   what the caller wants back for a repeat (e.g. where the first one was)
 
-16 bytes per slot, kept at most 70% full and grown by doubling: 23-46 bytes per entry, about 0.4 GB for
-9.3M entries. Digests are 64-bit, so two different keys collide with probability about n^2 / 2^65
+16 bytes per slot, kept at most 70% full and grown by doubling: 23-46 bytes per entry, about 0.27 GB for
+9.3M entries (16.8M slots). Digests are 64-bit, so two different keys collide with probability about n^2 / 2^65
 (2e-6 for 9.3M keys): a false "duplicate" is possible in principle, never a missed one.
 """
 from __future__ import annotations
