@@ -29,6 +29,17 @@ def decode(path: str | os.PathLike) -> tuple[np.ndarray, int]:
   return samples, int(sample_rate)
 
 
+def header_seconds(path: str | os.PathLike) -> float | None:
+  """Duration from the file header (no decoding), or None when the header does not say or cannot be read."""
+  try:
+    info = sf.info(os.fspath(path))
+  except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError):
+    return None  # decode() will report what is wrong
+  if info.samplerate <= 0 or info.frames <= 0:
+    return None
+  return info.frames / info.samplerate
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
   """(N, C) or (N,) -> (N,) by averaging channels (energy-neutral for correlated channels)."""
   if samples.ndim == 1:

@@ -24,6 +24,10 @@ def ingest(record: mf.Record, *, keep_audio: bool = True,
   problem = mf.check_file(record)
   if problem:
     return problem
+  declared = audio_io.header_seconds(record.audio_path)  # a 3-hour cap checked before decoding, not after
+  if declared is not None and declared > mf.MAX_SECONDS:
+    return mf.Problem(mf.ABSURD_DURATION, f"{record.audio_path}: header says {declared:.0f} s, over the "
+                      f"{mf.MAX_SECONDS:.0f} s cap (not decoded)", record.manifest, record.line, record.id)
   try:
     samples, source_rate = audio_io.decode(record.audio_path)
   except audio_io.AudioDecodeError as e:

@@ -19,6 +19,8 @@ from typing import Iterator
 
 import numpy as np
 
+from alp_jax.data import digests
+
 # Problem kinds, in the order reports list them.
 MALFORMED_JSON = "malformed_json"
 MISSING_FIELD = "missing_field"
@@ -135,15 +137,21 @@ def read_manifest(path: str | os.PathLike) -> Iterator[Record | Problem]:
 
 
 def read_manifests(paths) -> Iterator[Record | Problem]:
-  """Records of several manifests, with duplicate ids (across all of them) turned into Problems."""
-  seen: dict[str, str] = {}
-  for path in paths:
+  """Records of several manifests, with duplicate ids (across all of them) turned into Problems.
+
+  Streams: ids are remembered as 64-bit digests with their manifest and line (digests.DigestTable,
+  16-46 bytes per record), never as a list or a dict of strings.
+  """
+  paths = [os.fspath(p) for p in paths]
+  seen = digests.DigestTable()
+  for manifest_index, path in enumerate(paths):
     for item in read_manifest(path):
       if isinstance(item, Record):
-        if item.id in seen:
-          yield Problem(DUPLICATE_ID, f"id already used at {seen[item.id]}", item.manifest, item.line, item.id)
+        first = seen.setdefault(digests.digest64(item.id), (manifest_index << 32) | item.line)
+        if first is not None:
+          yield Problem(DUPLICATE_ID, f"id already used at {paths[first >> 32]}:{first & 0xFFFFFFFF}",
+                        item.manifest, item.line, item.id)
           continue
-        seen[item.id] = f"{item.manifest}:{item.line}"
       yield item
 
 

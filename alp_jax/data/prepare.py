@@ -1,28 +1,44 @@
 """Manifests -> training shards: decode, downmix, resample to 16 kHz, validate, deduplicate, write ArrayRecord.
 
   python -m alp_jax.data.prepare --manifest FILE [--manifest FILE ...] --out DIR [--workers N] [--overwrite]
+                                 [--max-bad-fraction 0.01]
 
 Writes into DIR:
-  shards/<source>/<source>-NNNNN.array_record   one record per clip (format: alp_jax/data/records.py)
-  index/<source>.npz                           per clip: subset_key, num_captions, num_samples (pipeline index)
-  captions.txt                                 every kept caption, one per line (tokenizer training, leakage)
-  labels.json                                  per label task: each label and its clip count (class order)
-  bad_records.jsonl                            every skipped record: manifest, line, id, kind, detail
-  corpus.json                                  per-source statistics (clips, captions, hours), written LAST
+  .alp_prepare_owner                            marks DIR as prepare's (see prepare_folder.py), written FIRST
+  shards/<folder>/<folder>-NNNNN.array_record   one record per clip (format: alp_jax/data/records.py)
+  index/<folder>.npz                            per clip: subset_key, num_captions, num_samples (pipeline index)
+  captions.txt                                  every kept caption, one per line (tokenizer training, leakage)
+  labels.json                                   per label task: each label and its clip count (class order)
+  bad_records.jsonl                             every skipped record: manifest, line, id, kind, detail
+  corpus.json                                   per-source statistics (clips, captions, hours), written LAST
+(<folder> is the source name, or a sanitised name with a hash suffix: prepare_folder.SourceFolders.)
 
-corpus.json is the completeness marker: a crashed run leaves none, and the next run cleans up and starts over.
-Running again with the same manifests reuses the finished dataset; different manifests are refused unless
---overwrite. Bad records and exact-duplicate audio (sha1 of the 16 kHz int16 samples, within and across sources;
-the first occurrence in manifest order is kept) are skipped and counted, never fatal.
+corpus.json is the completeness marker: a crashed or aborted run leaves none, and the next run removes its
+leftovers and starts over; only a folder carrying prepare's owner marker is ever cleaned, and --overwrite also
+removes a tokenizer trained from the old captions. Running again with the same manifests, record format and
+audio files (sizes, mtimes) reuses the finished dataset; anything else is refused unless --overwrite.
+
+Bad records and exact-duplicate audio (a 64-bit digest of the 16 kHz int16 samples' sha1, within and across
+sources; the first occurrence in manifest order is kept) are skipped and counted, never fatal, with one
+exception: files that are missing or fail to read (missing_file, unreadable_file: what a flaky or unmounted
+filesystem produces) may be at most --max-bad-fraction of the records that name a file (schema problems and
+duplicate ids excluded), else prepare stops with an error and
+publishes nothing. Schema problems, undecodable or silent audio and duplicates are properties of the data and
+do not count.
+
+Memory stays flat in the number of records: manifests are streamed, at most workers x 32 records are in
+flight (submitted in chunks, collected in manifest order), skipped records go straight to bad_records.jsonl,
+and per clip only what the index needs (20 bytes) plus two digest tables (ids, audio: 23-46 bytes each;
+digests.py) are kept. Measured with `python -m alp_jax.benchmarks.prepare_memory`.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
+import array
+import collections
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import sys
 import time
@@ -33,45 +49,32 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
+from alp_jax.data import digests
 from alp_jax.data import ingest as ingest_lib
 from alp_jax.data import manifest as mf
+from alp_jax.data import prepare_folder as folder_lib
 from alp_jax.data import records
 from alp_jax.data import report
 from alp_jax.data import subsets
+from alp_jax.data.prepare_folder import CORPUS_FILE, FORMAT_VERSION, LABELS_FILE, PrepareError  # noqa: F401
 
-FORMAT_VERSION = 1
-CORPUS_FILE = "corpus.json"
-LABELS_FILE = "labels.json"
-_OWNED = ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE, ".partial")
-
-
-class PrepareError(Exception):
-  """The output folder cannot be used as asked (message says what to do)."""
-
-
-def _fingerprint(manifests: list[str]) -> str:
-  h = hashlib.sha1()
-  for path in manifests:
-    h.update(os.path.abspath(path).encode())
-    with open(path, "rb") as f:
-      h.update(hashlib.sha1(f.read()).digest())
-  return h.hexdigest()
-
-
-def _safe_name(source: str) -> str:
-  return re.sub(r"[^A-Za-z0-9_.-]", "_", source)
+IO_FAILURES = (mf.MISSING_FILE, mf.UNREADABLE_FILE)  # what --max-bad-fraction counts
+DEFAULT_MAX_BAD_FRACTION = 0.01
+CHUNK_RECORDS = 8        # records per worker task
+CHUNKS_PER_WORKER = 4    # tasks in flight per worker: bounds the decoded clips waiting in the parent
+_PUBLISHED = ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE)
 
 
 class _SourceWriter:
-  """Shards of one source, rolled over at `shard_bytes`."""
+  """Shards of one source, rolled over at `shard_bytes`, and its index columns (flat arrays, 20 bytes a clip)."""
 
-  def __init__(self, root: Path, source: str, shard_bytes: int):
-    self.dir = root / "shards" / _safe_name(source)
+  def __init__(self, root: Path, folder: str, shard_bytes: int):
+    self.dir = root / "shards" / folder
     self.dir.mkdir(parents=True, exist_ok=True)
-    self.name, self.shard_bytes = _safe_name(source), shard_bytes
+    self.name, self.shard_bytes = folder, shard_bytes
     self.paths: list[str] = []
     self.writer, self.bytes = None, 0
-    self.keys, self.num_captions, self.num_samples = [], [], []
+    self.keys, self.num_captions, self.num_samples = array.array("d"), array.array("i"), array.array("q")
 
   def write(self, ingested: ingest_lib.Ingested) -> None:
     if self.writer is None or self.bytes >= self.shard_bytes:
@@ -100,95 +103,147 @@ class _SourceWriter:
       self.writer = None
 
 
-def _check_output(out: Path, fingerprint: str, overwrite: bool, quiet: bool) -> dict | None:
-  """Returns the existing corpus.json to reuse, or None after making `out` ready for a fresh write."""
-  marker = out / CORPUS_FILE
-  if marker.exists():
-    existing = json.loads(marker.read_text())
-    if existing.get("fingerprint") == fingerprint and not overwrite:
-      if not quiet:
-        print(f"[prepare] {out} already holds this corpus (same manifests): reusing it.")
-      return existing
-    if not overwrite:
-      raise PrepareError(f"{out} already holds a prepared corpus made from other manifests "
-                         f"({', '.join(existing.get('manifests', []))[:300]}). Use another --out, or --overwrite.")
-    marker.unlink()
-  leftovers = [name for name in _OWNED if (out / name).exists()]
-  if leftovers and not quiet:
-    print(f"[prepare] {out} has an unfinished earlier run ({', '.join(leftovers)}); removing it and starting over.")
-  for name in leftovers:
-    p = out / name
-    shutil.rmtree(p) if p.is_dir() else p.unlink()
-  return None
+def _ingest_chunk(chunk: list[mf.Record]) -> list:
+  """In a worker: (file stat, Ingested or Problem) per record; the stat is taken before reading."""
+  return [(folder_lib.file_stat(r.audio_path), ingest_lib.ingest(r)) for r in chunk]
 
 
-def _ingest(record: mf.Record):
-  return ingest_lib.ingest(record)
+def _chunks(items, size: int):
+  chunk = []
+  for item in items:
+    chunk.append(item)
+    if len(chunk) == size:
+      yield chunk
+      chunk = []
+  if chunk:
+    yield chunk
+
+
+def _ingested(record_stream, workers: int):
+  """Yields (record, file stat, Ingested | Problem) in manifest order, with bounded work in flight.
+
+  Chunks go to the pool as the stream is read, never more than workers x CHUNKS_PER_WORKER at once; results
+  are taken oldest first, so one slow file holds back at most that many chunks (not the rest of the corpus).
+  """
+  if workers <= 1:
+    for record in record_stream:
+      yield (record,) + _ingest_chunk([record])[0]
+    return
+  pool = multiprocessing.get_context("spawn").Pool(workers)
+  pending: collections.deque = collections.deque()
+  try:
+    for chunk in _chunks(record_stream, CHUNK_RECORDS):
+      pending.append((chunk, pool.apply_async(_ingest_chunk, (chunk,))))
+      if len(pending) >= workers * CHUNKS_PER_WORKER:
+        chunk, result = pending.popleft()
+        yield from ((r,) + out for r, out in zip(chunk, result.get()))
+    while pending:
+      chunk, result = pending.popleft()
+      yield from ((r,) + out for r, out in zip(chunk, result.get()))
+  finally:
+    pool.terminate()
+    pool.join()
+
+
+def _records(manifests: list[str], problems: report.ProblemLog):
+  """The manifests' Records, streamed; schema problems and duplicate ids go to `problems` on the way."""
+  for item in mf.read_manifests(manifests):
+    if isinstance(item, mf.Problem):
+      problems.add(item)
+    else:
+      yield item
+
+
+def _too_many_io_failures(failures: int, records_seen: int, max_bad_fraction: float, problems, partial: Path):
+  counts = ", ".join(f"{k}: {problems.counts[k]}" for k in IO_FAILURES if problems.counts[k])
+  examples = "; ".join(f"{p.where()}: {p.detail}" for k in IO_FAILURES for p in problems.examples[k][:2])
+  return PrepareError(
+      f"{failures} audio file(s) missing or unreadable ({counts}) after {records_seen} record(s): more than "
+      f"--max-bad-fraction {max_bad_fraction:g} of the corpus. A flaky or unmounted filesystem? Nothing was "
+      f"published (no {CORPUS_FILE}); partial output in {partial} is removed by the next run. Fix the files and "
+      f"rerun, or raise --max-bad-fraction to skip them. E.g. {examples}"[:2000])
 
 
 def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwrite: bool = False,
-            shard_megabytes: float = 256.0) -> dict:
-  """Prepares a corpus; returns the corpus.json content (plus 'reused': bool)."""
+            shard_megabytes: float = 256.0, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> dict:
+  """Prepares a corpus; returns the corpus.json content (plus 'reused': bool).
+
+  Raises PrepareError when `out_dir` may not be used as asked, or when more than `max_bad_fraction` of the
+  records name audio files that are missing or unreadable (nothing is published then).
+  """
   start = time.monotonic()
   manifests = mf.resolve_manifest_paths(manifests)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  fingerprint = _fingerprint(manifests)
-  existing = _check_output(out, fingerprint, overwrite, quiet)
+  say = (lambda text: None) if quiet else print
+  manifest_fp, total_lines = folder_lib.manifest_fingerprint(manifests)
+  existing = folder_lib.claim(out, manifests, manifest_fp, overwrite, say)
   if existing is not None:
     return {**existing, "reused": True}
 
-  partial = out / ".partial"
+  partial = out / folder_lib.PARTIAL_DIR
   partial.mkdir()
-  problems = report.ProblemLog()
-  good: list[mf.Record] = []
-  for item in mf.read_manifests(manifests):
-    (problems.add(item) if isinstance(item, mf.Problem) else good.append(item))
-  input_records = len(good) + problems.total
-
+  manifest_index = {m: i for i, m in enumerate(manifests)}
+  source_index: dict[str, int] = {}
+  folders = folder_lib.SourceFolders()
   writers: dict[str, _SourceWriter] = {}
-  seen_hash: dict[str, tuple[str, str]] = {}
-  dup_within = dup_across = 0
+  seen_audio = digests.DigestTable()  # audio digest -> source index << 48 | manifest index << 32 | line
+  fingerprint = folder_lib.FileFingerprint(manifest_fp)
+  dup_within = dup_across = io_failures = records_seen = ingest_skips = 0
   label_counts: dict[str, dict[str, int]] = {}
   seconds_in = 0.0
-  progress = report.Progress(len(good), "prepare", quiet)
-  pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-  results = pool.imap(_ingest, good, chunksize=4) if pool else map(_ingest, good)
-  try:
-    with open(partial / "captions.txt", "w", encoding="utf-8") as captions_file:
-      for i, result in enumerate(results, 1):
-        progress.update(i)
+  progress = report.Progress(total_lines, "prepare", quiet)
+  with open(partial / "bad_records.jsonl", "w", encoding="utf-8") as bad_file, \
+       open(partial / "captions.txt", "w", encoding="utf-8") as captions_file:
+    problems = report.ProblemLog(sink=bad_file)
+    results = _ingested(_records(manifests, problems), workers)
+    writer = None
+    try:
+      for record, file_stat, result in results:
+        records_seen += 1
+        fingerprint.add(file_stat)
+        progress.update(records_seen + problems.total - ingest_skips)
         if isinstance(result, mf.Problem):
           problems.add(result)
+          ingest_skips += 1
+          if result.kind in IO_FAILURES:
+            io_failures += 1
+            if io_failures > max_bad_fraction * total_lines:  # over the threshold whatever the rest holds
+              raise _too_many_io_failures(io_failures, records_seen, max_bad_fraction, problems, partial)
           continue
         r = result.record
         seconds_in += result.seconds
-        if result.audio_hash in seen_hash:
-          first_source, first_id = seen_hash[result.audio_hash]
-          if first_source == r.source:
-            dup_within += 1
-          else:
-            dup_across += 1
-          problems.add(mf.Problem(mf.DUPLICATE_AUDIO, f"same audio as id={first_id} (source {first_source})",
-                                  r.manifest, r.line, r.id))
+        if r.source not in source_index:
+          if len(source_index) >= 2**15:
+            raise PrepareError(f"more than {2**15} sources (at {r.manifest}:{r.line}); merge some")
+          source_index[r.source] = len(source_index)
+        where = (source_index[r.source] << 48) | (manifest_index[r.manifest] << 32) | r.line
+        first = seen_audio.setdefault(int(result.audio_hash[:16], 16), where)
+        if first is not None:
+          same_source = (first >> 48) == source_index[r.source]
+          dup_within, dup_across = dup_within + same_source, dup_across + (not same_source)
+          ingest_skips += 1
+          problems.add(mf.Problem(mf.DUPLICATE_AUDIO, f"same audio as {manifests[(first >> 32) & 0xFFFF]}:"
+                                  f"{first & 0xFFFFFFFF}", r.manifest, r.line, r.id))
           continue
-        seen_hash[result.audio_hash] = (r.source, r.id)
-        if r.source not in writers:
-          writers[r.source] = _SourceWriter(partial, r.source, int(shard_megabytes * 2**20))
-        writers[r.source].write(result)
+        writer = writers.get(r.source)
+        if writer is None:
+          writer = writers[r.source] = _SourceWriter(partial, folders(r.source), int(shard_megabytes * 2**20))
+        writer.write(result)
         for task, value in r.labels.items():
           for label in (value if isinstance(value, list) else [value]):
             label_counts.setdefault(task, {}).setdefault(str(label), 0)
             label_counts[task][str(label)] += 1
         for caption in r.captions:
           captions_file.write(caption.replace("\n", " ") + "\n")
-  finally:
-    if pool:
-      pool.terminate()
-      pool.join()
-    for w in writers.values():
-      w.close()
-  progress.update(len(good), force=True)
+    finally:
+      results.close()
+      for w in writers.values():
+        w.close()
+  if io_failures > max_bad_fraction * records_seen:
+    raise _too_many_io_failures(io_failures, records_seen, max_bad_fraction, problems, partial)
+  input_records = records_seen + problems.total - ingest_skips  # Records, plus lines that never became one
+  progress.update(input_records, force=True)
 
   (partial / "index").mkdir()
   sources = {}
@@ -200,34 +255,32 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
         "hours": float(sum(w.num_samples)) / TARGET_SAMPLE_RATE / 3600,
         "shards": [os.path.relpath(p, partial) for p in w.paths],
         "index": f"index/{w.name}.npz"}
-  with open(partial / "bad_records.jsonl", "w", encoding="utf-8") as f:
-    for p in problems.all:
-      f.write(json.dumps(p.to_json(), ensure_ascii=False) + "\n")
 
   # Label vocabularies (task -> label -> clips), sorted: the class order of supervised objectives.
   (partial / LABELS_FILE).write_text(json.dumps(
       {task: dict(sorted(counts.items())) for task, counts in sorted(label_counts.items())}, indent=1))
   # Move everything into place; corpus.json last, atomically.
-  for name in ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE):
+  for name in _PUBLISHED:
     src = partial / name
     if src.exists():
       os.replace(src, out / name)
   shutil.rmtree(partial)
   corpus = {
-      "format_version": FORMAT_VERSION, "sample_rate": TARGET_SAMPLE_RATE, "fingerprint": fingerprint,
+      "format_version": folder_lib.FORMAT_VERSION, "sample_rate": TARGET_SAMPLE_RATE,
+      "fingerprint": fingerprint.hexdigest(), "manifest_fingerprint": manifest_fp,
       "manifests": [os.path.abspath(m) for m in manifests], "sources": sources,
       "clips": sum(s["clips"] for s in sources.values()),
       "hours": sum(s["hours"] for s in sources.values()),
       "input_records": input_records,
       "skipped": dict(problems.counts),
       "duplicates": {"within_source": dup_within, "across_sources": dup_across},
+      "io_failures": io_failures, "max_bad_fraction": max_bad_fraction,
       "input_hours": seconds_in / 3600, "seconds_to_prepare": round(time.monotonic() - start, 2),
   }
   tmp = out / (CORPUS_FILE + ".tmp")
   tmp.write_text(json.dumps(corpus, indent=1))
   os.replace(tmp, out / CORPUS_FILE)
-  if not quiet:
-    print(summary_text(corpus, out, problems))
+  say(summary_text(corpus, out, problems))
   return {**corpus, "reused": False}
 
 
@@ -261,12 +314,16 @@ def main(argv=None) -> int:
   parser.add_argument("--manifest", action="append", required=True, help="JSONL manifest (or a folder of them)")
   parser.add_argument("--out", required=True, help="output folder")
   parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 1)), help="decoding processes")
-  parser.add_argument("--overwrite", action="store_true", help="replace a corpus made from other manifests")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace a corpus made from other manifests, format or audio (and its tokenizer)")
   parser.add_argument("--shard-megabytes", type=float, default=256.0)
+  parser.add_argument("--max-bad-fraction", type=float, default=DEFAULT_MAX_BAD_FRACTION,
+                      help="stop if more than this fraction of records name missing/unreadable audio files "
+                           f"(default {DEFAULT_MAX_BAD_FRACTION})")
   args = parser.parse_args(argv)
   try:
     prepare(args.manifest, args.out, workers=args.workers, overwrite=args.overwrite,
-            shard_megabytes=args.shard_megabytes)
+            shard_megabytes=args.shard_megabytes, max_bad_fraction=args.max_bad_fraction)
   except (FileNotFoundError, PrepareError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

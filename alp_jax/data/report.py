@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import sys
 import time
 
@@ -9,17 +10,24 @@ from alp_jax.data import manifest as mf
 
 
 class ProblemLog:
-  """Counts problems by kind and keeps the first few examples of each."""
+  """Counts problems by kind and keeps the first few examples of each.
 
-  def __init__(self, examples_per_kind: int = 3):
+  Every problem goes to `all` (a list), or, given `sink` (a text file), is written there as one JSON line
+  and not kept: prepare's memory must not grow with the number of bad records.
+  """
+
+  def __init__(self, examples_per_kind: int = 3, sink=None):
     self.counts: collections.Counter = collections.Counter()
     self.examples: dict[str, list[mf.Problem]] = collections.defaultdict(list)
     self.all: list[mf.Problem] = []
-    self._keep = examples_per_kind
+    self._keep, self._sink = examples_per_kind, sink
 
   def add(self, problem: mf.Problem) -> None:
     self.counts[problem.kind] += 1
-    self.all.append(problem)
+    if self._sink is not None:
+      self._sink.write(json.dumps(problem.to_json(), ensure_ascii=False) + "\n")
+    else:
+      self.all.append(problem)
     if len(self.examples[problem.kind]) < self._keep:
       self.examples[problem.kind].append(problem)
 
@@ -51,9 +59,9 @@ class Progress:
       return
     self.last = now
     rate = done / max(now - self.start, 1e-9)
-    eta = (self.total - done) / rate if rate > 0 and self.total else 0.0
     total = f"/{self.total}" if self.total else ""
-    print(f"[{self.what}] {done}{total} {rate:.1f}/s ETA {eta:.0f}s", file=sys.stderr, flush=True)
+    eta = f" ETA {max(self.total - done, 0) / rate:.0f}s" if rate > 0 and self.total else ""
+    print(f"[{self.what}] {done}{total} {rate:.1f}/s{eta}", file=sys.stderr, flush=True)
 
   def elapsed(self) -> float:
     return time.monotonic() - self.start
