@@ -163,7 +163,11 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
   manifest = workdir / MANIFEST_FILE
   n_lines = normalise_manifest(task_dir, manifest)
   say(f"[lit] {task_dir.name}: {n_lines} train clips; preparing {corpus_dir}")
-  corpus = prepare_lib.prepare([str(manifest)], corpus_dir, quiet=log is None)
+  try:
+    corpus = prepare_lib.prepare([str(manifest)], corpus_dir, quiet=log is None)
+  except prepare_lib.PrepareError:   # this LiT run's own earlier corpus (other task files or an older format)
+    say(f"[lit] {corpus_dir} holds a corpus of other task files or an older format; preparing it again")
+    corpus = prepare_lib.prepare([str(manifest)], corpus_dir, quiet=log is None, overwrite=True)
   if corpus["clips"] == 0:
     raise ValueError(f"{task_dir}/train.jsonl: no usable clip (see {corpus_dir}/bad_records.jsonl)")
   tokenizer_path = corpus_dir / tokenizer_lib.MODEL_FILE
