@@ -11,6 +11,7 @@ train -> export -> evaluate, plus baseline evaluations; alp_jax/sweeps/plan.py),
   --launcher tpu     writes DIR/tpu/commands.sh (launch/tpu_pod.sh commands in dependency order); runs nothing
 Exit status: 0 done (or nothing to do), 1 some stage failed (listed; FAILED.json in its run folder), 2 a bad
 config, 75 stopped by a signal or --max-stages before the end (run the same command again to continue).
+The local launcher runs stages with this interpreter, or with $ALP_SWEEP_PYTHON when set.
 docs/sweeps.md describes the sweep configs and the workdir.
 """
 from __future__ import annotations
@@ -33,6 +34,7 @@ except ImportError as _error:   # pragma: no cover - only before the report land
   _REPORT_MISSING = f"alp_jax.sweeps.report is not importable ({_error}); results.jsonl is written, no report"
 
 LAUNCHERS = ("local", "slurm", "tpu")
+PYTHON_ENV = "ALP_SWEEP_PYTHON"   # the interpreter the local launcher runs stages with (default: this one)
 
 
 def _si(value: float) -> str:
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None, log=print) -> int:
     script = writer.write(plan, sweep_command(args, fields))
     log(f"[sweep] wrote {script}; submit with: bash {script}")
     return 0
-  summary = local.run(plan, parallel=args.parallel, log=log, max_stages=args.max_stages)
+  summary = local.run(plan, parallel=args.parallel, log=log, max_stages=args.max_stages,
+                      python=os.environ.get(PYTHON_ENV) or None)
   if summary.nothing_to_do:
     log(f"[sweep] nothing to do: all {len(summary.skipped)} stages of {plan.name} were already complete")
   results, num_rows = collect.collect(plan)
