@@ -234,12 +234,12 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
     fraction, actual = scale.fraction_for_keys(keys, int(pairs), where=f"{where}: point {name}: {corpus_where}")
     spec = sweep.base_configs[objective].format(size=size)
     point_overrides = common + list(sweep.overrides) + [f"{f}={v}" for f, v in field_values]
-    for pattern, extra in sweep.get("point_overrides", ()):
-      if fnmatch.fnmatch(name, pattern):
-        point_overrides += list(extra)
     point_overrides += [f"data.subset_fraction={fraction!r}", f"seed={seed}", *schedule]
     if init == "supervised":
       point_overrides.append(f"model_init={taggers[size]['encoder']}")
+    for pattern, extra in sweep.get("point_overrides", ()):   # last: they win over everything but the budget
+      if fnmatch.fnmatch(name, pattern):
+        point_overrides += list(extra)
     probe = configs.get(spec, point_overrides, f"{where}: point {name}")
     step_flops = configs.step_flops(probe)
     steps = _budget_steps(sweep.budget, init, actual, probe.batch_size, step_flops, where)
