@@ -24,14 +24,9 @@ import time
 from alp_jax.sweeps import collect
 from alp_jax.sweeps import local
 from alp_jax.sweeps import plan as plan_lib
+from alp_jax.sweeps import report as report_lib
 from alp_jax.sweeps import slurm
 from alp_jax.sweeps import tpu
-
-try:   # the report half of issue 12 (alp_jax/sweeps/report.py)
-  from alp_jax.sweeps import report as report_lib
-except ImportError as _error:   # pragma: no cover - only before the report lands
-  report_lib = None
-  _REPORT_MISSING = f"alp_jax.sweeps.report is not importable ({_error}); results.jsonl is written, no report"
 
 LAUNCHERS = ("local", "slurm", "tpu")
 PYTHON_ENV = "ALP_SWEEP_PYTHON"   # the interpreter the local launcher runs stages with (default: this one)
@@ -80,13 +75,9 @@ def sweep_command(args, fields: list[str]) -> list[str]:
       [f"--config.{f}" for f in fields]
 
 
-def write_report(workdir: str, log=print) -> str | None:
-  if report_lib is None:
-    log(f"[sweep] {_REPORT_MISSING}")
-    return None
-  result = report_lib.write_report(workdir)
-  out = (result or {}).get("out_dir") or os.path.join(workdir, "report")
-  return out
+def write_report(workdir: str, log=print) -> str:
+  """The report of the sweep's results.jsonl (alp_jax/sweeps/report.py) -> its folder."""
+  return report_lib.write_report(workdir)["out"]
 
 
 def main(argv: list[str] | None = None, log=print) -> int:

@@ -37,6 +37,7 @@ from flax import nnx
 from alp_jax.audio import frontend
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
 from alp_jax.train import freeze
+from alp_jax.train import state as state_lib
 
 BACKWARD_FACTOR = 3.0   # forward + backward (activations) + backward (weights), each ~ one forward
 
@@ -76,7 +77,6 @@ def _is_kernel(name: str, shape) -> bool:
 def breakdown(config: ml_collections.ConfigDict) -> dict[str, float]:
   """FLOPs of one global training step by model part ("audio_encoder", "text_encoder", "decoder", ...,
   "contrastive_logits"); the sum is `step_flops`."""
-  from alp_jax.train import state as state_lib   # state imports the model registry (heavy); flops is light
   model = state_lib.build_abstract_model(config)
   params = nnx.state(model, nnx.Param)
   audio_frames = _audio_frames(config)
