@@ -106,13 +106,18 @@ def test_export_refuses_the_workdir_as_out_and_leaves_the_run_intact(runs, capsy
   assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
 
 
+def _one_device_mesh():
+  """The mesh of a test that is not about sharding: the first device only (8-device compiles are slow)."""
+  return sharding_lib.mesh_from_config(sharding_lib.default_mesh_config(), jax.devices()[:1])
+
+
 def test_model_init_from_exported_encoder(runs, tiny_corpus_dir, tmp_path):
   export_lib.export(runs[8][0], tmp_path / "enc", quiet=True)
   cfg = make_test_config("cappa", tiny_corpus_dir, model_init=str(tmp_path / "enc"), total_steps=0)
   from alp_jax.train import optimizer as optimizer_lib
   from alp_jax.train import state as state_lib
   runs_lib.set_data_sizes(cfg)
-  mesh = sharding_lib.mesh_from_config(cfg.mesh)
+  mesh = _one_device_mesh()
   tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, 10)
   _, _, shardings = state_lib.state_shardings(cfg, mesh, tx)
   state = state_lib.init_state(cfg, mesh, tx, shardings, seed=1)
@@ -132,7 +137,7 @@ def test_model_init_from_exported_encoder(runs, tiny_corpus_dir, tmp_path):
 
 
 def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp_path):
-  cfg = make_test_config("clap", tiny_corpus_dir, total_steps=3, checkpoint_every=1)
+  cfg = make_test_config("clap", tiny_corpus_dir, total_steps=3, checkpoint_every=1, mesh__num_devices=1)
   cfg.optimizer.learning_rate = float("nan")
   with pytest.raises(trainer.NonFiniteLossError, match="step 1;"):
     trainer.train(cfg, tmp_path / "stop")
@@ -145,8 +150,8 @@ def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp
   # Rejected updates leave the parameters at their initial values.
   from alp_jax.train import optimizer as optimizer_lib
   from alp_jax.train import state as state_lib
-  restored_cfg, _, restored, _ = runs_lib.restore(tmp_path / "skip")
-  mesh = sharding_lib.mesh_from_config(sharding_lib.default_mesh_config())
+  mesh = _one_device_mesh()
+  restored_cfg, _, restored, _ = runs_lib.restore(tmp_path / "skip", mesh=mesh)
   tx, _ = optimizer_lib.make_optimizer(restored_cfg.optimizer, restored_cfg.total_steps)
   _, _, shardings = state_lib.state_shardings(restored_cfg, mesh, tx)
   initial = state_lib.init_state(restored_cfg, mesh, tx, shardings, restored_cfg.seed)
@@ -158,7 +163,7 @@ def test_nonfinite_stops_naming_the_step_and_skip_continues(tiny_corpus_dir, tmp
 def test_periodic_evaluation_and_best_checkpoint(tiny_corpus_dir, tmp_path):
   import ml_collections
   cfg = make_test_config("clap", tiny_corpus_dir, total_steps=4, checkpoint_every=2, eval_every=2,
-                         best_metric="val/loss", keep_checkpoints=1,
+                         best_metric="val/loss", keep_checkpoints=1, mesh__num_devices=1,
                          data__sources=("demo_music", "demo_sound", "demo_mix"))
   # Held out: a source the run does not train on (tests/test_validation_loss.py).
   cfg.evaluators.val = ml_collections.ConfigDict(dict(type="validation_loss", batches=2, sources=("demo_speech",)))

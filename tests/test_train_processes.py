@@ -67,9 +67,9 @@ def _params(workdir):
 def test_resume_after_sigkill_is_exact(tiny_corpus_dir, tmp_path):
   flags = ["--config.total_steps=12", "--config.checkpoint_every=4"]
   full, killed = tmp_path / "full", tmp_path / "killed"
-  reference = subprocess.Popen(_command(tiny_corpus_dir, full, *flags), env=_env(2), stdout=subprocess.PIPE,
+  reference = subprocess.Popen(_command(tiny_corpus_dir, full, *flags), env=_env(1), stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
-  victim = subprocess.Popen(_command(tiny_corpus_dir, killed, *flags), env=_env(2), stdout=subprocess.PIPE,
+  victim = subprocess.Popen(_command(tiny_corpus_dir, killed, *flags), env=_env(1), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
   _wait_for_step(victim, killed, 6)  # past the step-4 checkpoint, with work after it to lose
   victim.send_signal(signal.SIGKILL)
@@ -78,7 +78,7 @@ def test_resume_after_sigkill_is_exact(tiny_corpus_dir, tmp_path):
   lost = max(_train_losses(killed))
   assert lost < 12, "the run finished before it could be killed"
   assert sorted(int(p.name) for p in (killed / "checkpoints").iterdir() if p.name.isdigit()) == [4]
-  resumed = subprocess.run(_command(tiny_corpus_dir, killed, *flags), env=_env(2), capture_output=True, text=True,
+  resumed = subprocess.run(_command(tiny_corpus_dir, killed, *flags), env=_env(1), capture_output=True, text=True,
                            timeout=600)
   assert resumed.returncode == 0, resumed.stdout + resumed.stderr
   assert "resumed from" in resumed.stdout
@@ -99,7 +99,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_for_requeue(tiny_corpus_dir, tmp_p
   workdir = tmp_path / "preempted"
   proc = subprocess.Popen(_command(tiny_corpus_dir, workdir, "--config.total_steps=500",
                                    "--config.checkpoint_every=1000"),
-                          env=_env(2), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                          env=_env(1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   _wait_for_step(proc, workdir, 3)
   proc.send_signal(signal.SIGTERM)
   out, _ = proc.communicate(timeout=120)
@@ -119,19 +119,20 @@ def _free_port() -> int:
 def test_two_processes_match_one_process(tiny_corpus_dir, tmp_path):
   flags = ["--config.total_steps=3", "--config.checkpoint_every=3"]
   port = _free_port()
+  # One device per process (2 in all) and the reference on 2: the job is still sharded over both processes.
   multi = tmp_path / "two_processes"
   procs = [subprocess.Popen(_command(tiny_corpus_dir, multi, *flags),
-                            env=_env(2, ALP_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", ALP_NUM_PROCESSES="2",
+                            env=_env(1, ALP_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", ALP_NUM_PROCESSES="2",
                                      ALP_PROCESS_ID=str(i)),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
   single = subprocess.run(_command(tiny_corpus_dir, tmp_path / "one_process", *flags,
                                    "--config.data.emulate_process_count=2"),
-                          env=_env(4), capture_output=True, text=True, timeout=600)
+                          env=_env(2), capture_output=True, text=True, timeout=600)
   assert single.returncode == 0, single.stdout + single.stderr
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out
-  assert "2 process(es), 4 cpu device(s)" in outs[0]
+  assert "2 process(es), 2 cpu device(s)" in outs[0]
   want, got = _train_losses(tmp_path / "one_process"), _train_losses(multi)
   assert sorted(got) == [1, 2, 3]
   np.testing.assert_allclose([got[s] for s in (1, 2, 3)], [want[s] for s in (1, 2, 3)], rtol=1e-5)
