@@ -292,7 +292,8 @@ def hybrid_workdir(tmp_path_factory, tiny_corpus_dir, task_dir, caption_task_dir
   import ml_collections
   from conftest import make_test_config
   from alp_jax.train import trainer
-  cfg = make_test_config("hybrid", tiny_corpus_dir, total_steps=2, checkpoint_every=2, eval_every=2)
+  cfg = make_test_config("hybrid", tiny_corpus_dir, total_steps=2, checkpoint_every=2, eval_every=2,
+                         mesh__num_devices=1)
   cfg.evaluators.zs = ml_collections.ConfigDict(dict(type="zero_shot", task_dirs=(str(task_dir),)))
   cfg.evaluators.ret = ml_collections.ConfigDict(dict(type="retrieval", task_dirs=(str(caption_task_dir),)))
   cfg.evaluators.cap = ml_collections.ConfigDict(dict(type="captioning", task_dirs=(str(caption_task_dir),)))

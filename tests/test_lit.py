@@ -1,5 +1,6 @@
 """Frozen parameter groups (config.optimizer.frozen) and LiT-style alignment training (alp_jax/evaluate/lit.py)."""
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,8 @@ from alp_jax.train import state as state_lib
 
 from conftest import load_config, write_caption_task
 
+CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
+
 
 def _flat(tree) -> dict:
   return {"/".join(freeze.leaf_path(k)): np.asarray(v)
@@ -30,7 +33,7 @@ def caption_task(tmp_path_factory):
 
 LIT_KWARGS = dict(steps=3, batch_size=8, vocab_size=64,
                   overrides={"data.num_threads": 2, "tensorboard": False, "peak_flops_per_device": 1e9,
-                             "checkpoint_every": 1, "grad_accum_steps": 2})
+                             "checkpoint_every": 1, "grad_accum_steps": 2, "mesh.num_devices": 1})
 
 
 @pytest.fixture(scope="module")
@@ -134,8 +137,13 @@ def test_cli_lit_suite_reports_retrieval_and_captioning_and_repeats(tmp_path, en
   from alp_jax.evaluate.__main__ import main
   out = tmp_path / "lit.json"
   args = ["--task-dir", str(caption_task), "--beam-sizes", "1"]
-  assert main(["--encoder", str(encoder_dir), *args, "--suite", "lit", "--lit-steps", "3", "--lit-batch-size", "8",
-               "--out", str(out)]) == 0
+  # configs/hybrid.py:tiny on the first device only (not a sharding test; 8-device compiles are slow).
+  lit_config = tmp_path / "hybrid_one_device.py"
+  lit_config.write_text(f"from alp_jax.train import runs\n\n\ndef get_config(arg=None):\n"
+                        f"  c = runs.load_config('{CONFIGS}/hybrid.py:' + (arg or ''))\n"
+                        f"  c.mesh.num_devices = 1\n  return c\n")
+  assert main(["--encoder", str(encoder_dir), *args, "--suite", "lit", "--lit-config", f"{lit_config}:tiny",
+               "--lit-steps", "3", "--lit-batch-size", "8", "--out", str(out)]) == 0
   result = json.loads(out.read_text())
   rows = {(r["method"], r["metric"]): r["value"] for r in result["results"]}
   assert {p for p, _ in rows} == {"lit_retrieval", "lit_retrieval_likelihood", "lit_greedy"}

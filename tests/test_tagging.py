@@ -43,7 +43,8 @@ def test_multi_hot_labels_and_weights(tiny_corpus_dir):
 
 
 def test_tagging_run_trains(tiny_corpus_dir, tmp_path):
-  cfg = make_test_config("tagging", tiny_corpus_dir, total_steps=2, checkpoint_every=2)
+  cfg = make_test_config("tagging", tiny_corpus_dir, total_steps=2, checkpoint_every=2,
+                         mesh__num_devices=1)
   cfg.data.label_task = "domain"  # every demo clip has one
   summary = trainer.train(cfg, tmp_path / "tagger")
   assert summary["final_step"] == 2

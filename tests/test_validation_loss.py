@@ -87,10 +87,10 @@ def test_trainer_refuses_before_compiling(tiny_corpus_dir, tmp_path, monkeypatch
 
 def test_every_host_runs_the_agreed_count(tiny_corpus_dir, monkeypatch):
   """One process; the all-gather faked to report a host with fewer batches: this host runs that many."""
-  cfg = make_test_config("clap", tiny_corpus_dir, data__sources=TRAIN_SOURCES)
+  cfg = make_test_config("clap", tiny_corpus_dir, data__sources=TRAIN_SOURCES, mesh__num_devices=1)
   cfg.evaluators.val = ml_collections.ConfigDict(dict(type="validation_loss", batches=4, sources=HELD_OUT))
   runs.set_data_sizes(cfg)
-  mesh = sharding_lib.mesh_from_config(cfg.mesh)
+  mesh = sharding_lib.mesh_from_config(cfg.mesh, sharding_lib.devices_from_config(cfg.mesh))  # first device only
   tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, cfg.total_steps)
   graphdef, _, shardings = state_lib.state_shardings(cfg, mesh, tx)
   state = state_lib.init_state(cfg, mesh, tx, shardings, cfg.seed)
