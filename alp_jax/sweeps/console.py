@@ -88,21 +88,42 @@ def _gaps(rows: list[dict]) -> list[str]:
   return lines
 
 
+HEADLINE = {("probe", "mean"): None, ("probe", "attention"): None, ("retrieval", "retrieval"): "t2a/R@10"}
+
+
+def _column(evaluation: str, method: str, task: str) -> str:
+  if evaluation == "probe":
+    return task if method == "mean" else f"{task} {method}"
+  return f"{task} {HEADLINE[(evaluation, method)]}"
+
+
 def _exponents(report_dir: epath.Path) -> list[str]:
+  """alpha [interval] of each curve's headline measure: the probes' metric, retrieval's text-to-audio R@10."""
   path = report_dir / "fits.json"
   if not path.exists():
     return []
-  fits = [f for f in json.loads(path.read_text()) if f["x_axis"] == "data_pairs"]
-  lines = ["fitted exponents: err = E + A x^-alpha against training pairs (95% bootstrap interval)"]
+  fits = [f for f in json.loads(path.read_text()) if f["x_axis"] == "data_pairs"
+          and (f["evaluation"], f["method"]) in HEADLINE
+          and HEADLINE[(f["evaluation"], f["method"])] in (None, f["metric"])]
+  if not fits:
+    return []
+  columns = sorted({(f["evaluation"], f["method"], f["task"]) for f in fits})
+  lines = ["fitted exponent alpha of err = E + A x^-alpha against training pairs, 95% bootstrap interval "
+           "(probes: mean-pooling metric; retrieval: t2a/R@10; all curves in report/fits.json)",
+           "  " + f"{'':<24}" + "".join(f"{_column(e, m, t)[:17]:>18}" for e, m, t in columns)]
   refused = []
-  for f in fits:
-    name = f"{f['objective']} {f['init']} {f['task']} {f['evaluation']}/{f['method']} {f['metric']}"
-    law = f["law"]
-    if not law["fitted"]:
-      refused.append(law["reason"])
-      continue
-    lo, hi = law.get("alpha_interval") or (float("nan"), float("nan"))
-    lines.append(f"  {name}: alpha {law['alpha']:.2f} [{lo:.2f}, {hi:.2f}], E {law['E']:.3f}")
+  for (objective, init), group in sorted(results.group(fits, ("objective", "init")).items()):
+    cells = {(f["evaluation"], f["method"], f["task"]): f["law"] for f in group}
+    row = []
+    for column in columns:
+      law = cells.get(column)
+      if law is None or not law["fitted"]:
+        refused += [law["reason"]] if law else []
+        row.append(f"{'-':>18}")
+        continue
+      lo, hi = law.get("alpha_interval") or (float("nan"), float("nan"))
+      row.append(f"{law['alpha']:>6.2f} [{lo:.2f},{hi:.2f}]")
+    lines.append(f"  {objective + ' ' + init:<24}" + "".join(row))
   if refused:
     lines.append(f"  {len(refused)} curve(s) not fitted, e.g.: {refused[0]}")
   return lines

@@ -281,9 +281,10 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
       out = os.path.join(root, "eval.json")
       baselines[name] = {"kind": "random_init", "model_size": size, "seed": int(seed), "output": out,
                          "architecture_of": enc_dir}
+      args = ["--random-init", enc_dir] + _eval_args(sweep, out, seed)
+      args[args.index("--suite") + 1] = "probe"   # a baseline has no text side: probes only
       stage_list.append(stages_lib.Stage(f"baselines/{name}/evaluate", stages_lib.EVALUATE, name,
-                                         "alp_jax.evaluate", ["--random-init", enc_dir] + _eval_args(sweep, out, seed),
-                                         [export_id], root, out))
+                                         "alp_jax.evaluate", args, [export_id], root, out))
   if ev.get("logmel_stats", False):
     for seed in sweep.seeds:
       name = f"logmel_stats_s{seed}"
