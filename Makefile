@@ -14,7 +14,7 @@ ALP_ACCELERATOR ?=
 ACCEL := $(or $(ALP_ACCELERATOR),cpu)
 STAMP := $(VENV)/.installed-$(ACCEL)
 
-.PHONY: setup venv sysdeps demo test test-slow test-wheel lock clean-demo
+.PHONY: setup venv sysdeps demo study demo-recipe test test-slow test-wheel lock clean-demo
 
 # Everything the demo needs: the venv and the system packages.
 setup: venv sysdeps
@@ -46,8 +46,18 @@ lock:
 sysdeps:
 	@bash launch/install_system_packages.sh
 
+# The miniature study (configs/sweeps/mini.py) on the demo corpus: corpus, tasks, sweep, report.
 demo: $(STAMP) sysdeps
 	$(RUN) -m alp_jax.demo --out $(DEMO_DIR)
+
+# Its larger grid (mini.py:study: two seeds, longer budgets, attention pooling, log-mel baseline), same corpus.
+study: $(STAMP) sysdeps
+	$(RUN) -m alp_jax.demo --out $(DEMO_DIR) --sweep alp_jax.configs.sweeps.mini:study
+
+# The reference small-scale recipe's two runs (2000 steps each) compared in depth: both baselines, zero-shot,
+# retrieval and captioning (docs/representation.md).
+demo-recipe: $(STAMP) sysdeps
+	$(RUN) -m alp_jax.demo --out $(DEMO_DIR) --stage recipe
 
 test: $(STAMP)
 	$(RUN) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from alp_jax.sweeps import __main__ as cli
+from alp_jax.sweeps import collect
 from alp_jax.sweeps import plan as plan_lib
 
 REPO = Path(__file__).resolve().parent.parent
@@ -174,3 +175,17 @@ def test_smoke_sweep_end_to_end_with_a_kill_and_a_planted_failure(tiny_corpus_di
   assert all(r["flops"] > 0 and r["steps"] == 4 for r in rows if r["kind"] == "pretrained")
   code, out = run_cli(smoke_args(tiny_corpus_dir, tone_task, workdir))
   assert code == 0 and "nothing to do" in out
+
+
+def test_retrieval_rows_of_both_objectives_are_one_measure():
+  """A two-tower's retrieval (method "retrieval") and a captioner's (caption likelihood, "retrieval_likelihood")
+  become the same measure, so their curves pair up in fits and findings; how it was scored is kept."""
+  base = {"run": "p", "kind": "pretrained"}
+  rows = collect._rows({"results": [
+      {"task": "captions", "method": "retrieval_likelihood", "metric": "t2a/R@10", "value": 0.5},
+      {"task": "captions", "method": "retrieval", "metric": "t2a/R@10", "value": 0.6},
+      {"task": "tones", "method": "mean", "probe": {}, "metric": "accuracy", "value": 0.7, "interval": [0.6, 0.8]}]},
+      base, {"tones": "music"})
+  assert [(r["evaluation"], r["method"], r.get("scoring"), r["task_family"]) for r in rows] == [
+      ("retrieval", "retrieval", "retrieval_likelihood", "language"), ("retrieval", "retrieval", None, "language"),
+      ("probe", "mean", None, "music")]

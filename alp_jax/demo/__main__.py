@@ -1,31 +1,29 @@
-"""`make demo`: the main job end to end on the built-in demo corpus.
+"""`make demo`: the miniature study end to end on the built-in demo corpus.
 
-  python -m alp_jax.demo --out runs/demo [--clips N] [--steps N] [--workers W] [--stage corpus|all]
+  python -m alp_jax.demo --out runs/demo [--stage corpus|study|recipe] [--sweep CONFIG] [--parallel N]
+                         [--clips N] [--workers W] [--config.FIELD=VALUE ...]
 
-1/4 corpus:    synthesise the demo corpus (espeak-ng, sox, fluidsynth; alp_jax/demo/corpus.py), prepare it like
-               any real corpus, train the caption tokenizer, and read batches through the grain pipeline (one
-               batch printed, then its throughput). `--stage corpus` stops here.
-2/4 CLAP:      pretrain the reference small-scale contrastive recipe (configs/clap.py:demo: the tiny model,
-               2000 steps, no SpecAugment; docs/representation.md says why) on the demo corpus with the same
-               trainer as any run (python -m alp_jax.train), and export its audio encoder.
-3/4 CapPa:     the same for the captioning recipe (configs/cappa.py:demo).
-4/4 evaluate:  render the demo's probe tasks (alp_jax/demo/tasks.py: fresh clips in five task folders, 100 test
-               clips each, plus a caption task over the same clips; any clip that duplicates a corpus clip is
-               drawn again) and three held-out tasks from another synthesis path (alp_jax/demo/ood_tasks.py:
-               NumPy instruments and events at 44.1, 22.05 and 8 kHz), then
-  - leakage:   check every task folder against the corpus (the report must say clean; leakage.json);
-  - probes:    linear probes (mean and attention pooling) of both exported encoders and of the two baselines,
-               a random-init encoder of the same architecture and the classical log-mel statistics, on all
-               eight tasks; every value with its 95% bootstrap interval over test clips, and each pretrained
-               encoder's gap over the stronger baseline with its paired interval ("*": excludes zero);
-  - zero-shot: both runs' own text side on the tasks whose class names are caption words (CLAP: its text
-               tower, CapPa: the caption likelihood of the class prompts), in the same table
-               (probe_results.json);
-  - text side: both runs' retrieval, and CapPa's captioning, on the caption task's test split
-               (text_results.json).
-Last, a summary of every stage (summary.json). A rerun reuses what an earlier one finished: the corpus and
-tokenizer, the training checkpoints (training resumes), the rendered task clips and the embeddings cache
-(embeddings/), so a second `make demo` is quick.
+1/4 corpus:  synthesise the demo corpus (espeak-ng, sox, fluidsynth; alp_jax/demo/corpus.py), prepare it like any
+             real corpus, train the caption tokenizer, and read batches through the grain pipeline (one batch
+             printed, then its throughput). `--stage corpus` stops here.
+2/4 tasks:   render the demo's probe tasks (alp_jax/demo/tasks.py: fresh clips in five task folders, 108 test clips
+             each, plus a caption task over the same clips) and two held-out tasks from another synthesis path
+             (alp_jax/demo/ood_tasks.py: NumPy instruments and events at 44.1, 22.05 and 8 kHz); any clip that
+             duplicates a corpus clip is drawn again, and the leakage report over every task must say clean.
+3/4 study:   the sweep `--sweep` (default alp_jax/configs/sweeps/mini.py; `make study`: its "study" variant) on
+             that corpus and those tasks, with the same runner as any sweep (python -m alp_jax.sweeps): a tagger
+             for the supervised arm, then every point trained, exported and evaluated, and a random-init encoder
+             of the same architecture through the same probes; results.jsonl and the report (fits, crossovers,
+             plots, the study's findings) in OUT/study. `--config.FIELD=VALUE` overrides a sweep field.
+4/4 result:  the table (every point and baseline per task, with 95% intervals), the pretrained-minus-random-init
+             gaps, the fitted exponents with their intervals, the findings' verdicts, and where everything is.
+
+`--stage recipe` (`make demo-recipe`) instead trains the reference small-scale recipe's two runs (configs/clap.py:demo
+and configs/cappa.py:demo, 2000 steps each) and compares them in depth: both baselines (random init and log-mel
+statistics) with paired gaps, zero-shot, retrieval and captioning (docs/representation.md).
+
+A rerun reuses what an earlier one finished: the corpus and tokenizer, the rendered task clips, every complete
+sweep stage (a killed sweep continues), the recipe's checkpoints and its embeddings cache.
 """
 from __future__ import annotations
 
@@ -49,8 +47,15 @@ from alp_jax.encoder_api import AudioEncoder
 from alp_jax.evaluate import baselines
 from alp_jax.evaluate import comparison
 from alp_jax.evaluate.run_model import RunModel
+from alp_jax.sweeps import __main__ as sweeps_main
+from alp_jax.sweeps import console
 from alp_jax.train import runs
 from alp_jax.train import trainer
+
+
+STAGES = ("corpus", "study", "recipe")
+MINI_SWEEP = "alp_jax.configs.sweeps.mini"
+STUDY_SWEEP = "alp_jax.configs.sweeps.mini:study"
 
 
 def _banner(text: str) -> None:
@@ -88,7 +93,7 @@ def stage_corpus(out: Path, clips: int | None, workers: int) -> dict:
 def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   results = {}
   for i, (name, label) in enumerate((("clap", "contrastive"), ("cappa", "captioning")), 2):
-    _banner(f"{i}/4 pretrain the {label} demo recipe ({name}) and export its encoder")
+    _banner(f"{i}/5 pretrain the {label} demo recipe ({name}) and export its encoder")
     cfg = runs.load_config(f"alp_jax.configs.{name}:demo")
     cfg.data.corpus_dir = corpus_dir
     if steps:
@@ -107,22 +112,45 @@ def stage_train(out: Path, corpus_dir: str, steps: int | None) -> dict:
   return results
 
 
-def stage_evaluate(out: Path) -> dict:
-  _banner("4/4 evaluate: linear probes on the demo tasks (pretrained vs random init vs log-mel statistics)")
-  t0 = time.monotonic()
+def stage_tasks(out: Path, label: str) -> tuple[dict, dict, Path, dict]:
+  """Renders the probe tasks, the held-out tasks and the caption task, and checks them all against the corpus."""
+  _banner(f"{label} probe tasks: render, then check against the corpus (leakage)")
   corpus_dir = out / "corpus"
   corpus = leakage.read_corpus_audio(corpus_dir, quiet=True)
   # Any probe clip that duplicates a corpus clip is drawn again (demo_tasks); the report below re-checks them all.
   dirs = demo_tasks.build_demo_tasks(out / "probe_tasks", corpus_dir=corpus_dir, corpus=corpus)
   # Held-out tasks from another synthesis path (NumPy instruments and events, other rates and channels).
   ood_dirs = ood_tasks.build_ood_tasks(out / "ood_tasks", corpus_dir=corpus_dir, corpus=corpus)
-  _banner("leakage: the probe tasks against the pretraining corpus")
   caption_dir = out / "probe_tasks" / demo_tasks.CAPTION_TASK
   leak_report = leakage.check(corpus_dir, list(dirs.values()) + list(ood_dirs.values()) + [caption_dir], corpus=corpus,
                               quiet=True)
   print("\n".join(leakage.summary_lines(leak_report)))
   (out / "leakage.json").write_text(json.dumps(leak_report, indent=1))
   print(f"[leakage] full report: {out / 'leakage.json'}")
+  leak = f"{leak_report['exact']} exact, {leak_report['near']} near ({out / 'leakage.json'})"
+  return dirs, ood_dirs, caption_dir, {"tasks": len(dirs) + len(ood_dirs) + 1, "leakage": leak}
+
+
+def stage_study(out: Path, workdir: Path, config: str, parallel: int, fields: list[str]) -> dict:
+  """The miniature study: the sweep config on the demo corpus and tasks (alp_jax/sweeps), then its summary."""
+  _banner(f"3/4 the miniature study: {config} (train, export, evaluate every point and the baselines)")
+  t0 = time.monotonic()
+  argv = ["--config", config, "--workdir", str(workdir), "--parallel", str(parallel),
+          f"--config.demo_dir={out}", *[f"--config.{f}" for f in fields]]
+  status = sweeps_main.main(argv)
+  if status == 2:
+    sys.exit(2)
+  _banner("4/4 the miniature study's result")
+  if (workdir / "results.jsonl").exists():
+    print("\n".join(console.summary_lines(workdir)), flush=True)
+  return {"workdir": str(workdir), "status": status, "seconds": round(time.monotonic() - t0, 1),
+          "report": str(workdir / "report" / "report.md")}
+
+
+def stage_compare(out: Path, dirs: dict, ood_dirs: dict, caption_dir: Path) -> dict:
+  """The reference recipe's two encoders against both baselines, zero-shot, and their text side."""
+  _banner("recipe: linear probes on the demo tasks (pretrained vs random init vs log-mel statistics)")
+  t0 = time.monotonic()
   clap = AudioEncoder.load(out / "clap_encoder")
   # The baselines every pretrained encoder is compared with: the same architecture with random weights, and the
   # classical log-mel statistics (alp_jax/evaluate/baselines.py), through the same probes.
@@ -145,9 +173,8 @@ def stage_evaluate(out: Path) -> dict:
   print(f"({clips} test clips: chance R@1 = {1 / clips:.3f}, R@10 = {min(1.0, 10 / clips):.3f}; all metrics in "
         f"{out / 'text_results.json'})")
   (out / "text_results.json").write_text(json.dumps(text_rows, indent=1))
-  return {"tasks": len(dirs) + len(ood_dirs), "seconds": round(time.monotonic() - t0, 1),
-          "results": str(out / "probe_results.json"), "text_results": str(out / "text_results.json"),
-          "leakage": f"{leak_report['exact']} exact, {leak_report['near']} near ({out / 'leakage.json'})"}
+  return {"seconds": round(time.monotonic() - t0, 1), "results": str(out / "probe_results.json"),
+          "text_results": str(out / "text_results.json")}
 
 
 def main(argv=None) -> int:
@@ -156,23 +183,42 @@ def main(argv=None) -> int:
   parser.add_argument("--out", default="runs/demo")
   parser.add_argument("--clips", type=int, default=None, help="demo corpus size (default: the demo's default)")
   parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-  parser.add_argument("--stage", choices=("corpus", "all"), default="all")
+  parser.add_argument("--stage", choices=STAGES, default="study",
+                      help="corpus: stop after the corpus; study (default): the miniature study; recipe: the "
+                           "reference recipe's two runs compared in depth")
+  parser.add_argument("--sweep", default=MINI_SWEEP, help=f"the study's sweep config (default {MINI_SWEEP}; "
+                                                           f"`make study`: {STUDY_SWEEP})")
+  parser.add_argument("--parallel", type=int, default=2, help="study: stages run at once (default 2)")
+  parser.add_argument("--study-dir", default=None,
+                      help="study: the sweep's folder (default OUT/study, or OUT/study_large for the study grid)")
   parser.add_argument("--steps", type=int, default=None,
-                      help="training steps per model (default: the recipe's, configs/common.py DEMO_STEPS)")
-  args = parser.parse_args(argv)
+                      help="recipe: training steps per model (default: the recipe's, configs/common.py DEMO_STEPS)")
+  args, rest = parser.parse_known_args(argv)
+  fields = [a[len("--config."):] for a in rest if a.startswith("--config.") and "=" in a]
+  unknown = [a for a in rest if not (a.startswith("--config.") and "=" in a)]
+  if unknown:
+    parser.error(f"unrecognized arguments: {' '.join(unknown)}")
   out = Path(args.out)
   out.mkdir(parents=True, exist_ok=True)
   summary = {"corpus": stage_corpus(out, args.clips, args.workers)}
-  if args.stage == "all":
+  if args.stage == "study":
+    dirs, ood_dirs, caption_dir, summary["tasks"] = stage_tasks(out, "2/4")
+    study_dir = Path(args.study_dir) if args.study_dir else out / ("study_large" if args.sweep == STUDY_SWEEP else "study")
+    summary["study"] = stage_study(out, study_dir, args.sweep, args.parallel, fields)
+  elif args.stage == "recipe":
     summary.update(stage_train(out, summary["corpus"]["corpus_dir"], args.steps))
-    summary["evaluation"] = stage_evaluate(out)
+    dirs, ood_dirs, caption_dir, summary["tasks"] = stage_tasks(out, "4/5")
+    summary["evaluation"] = stage_compare(out, dirs, ood_dirs, caption_dir)
   (out / "summary.json").write_text(json.dumps(summary, indent=1))
   _banner("summary")
   for section, values in summary.items():
     print(f"{section}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-  print(f"encoders: load with `from alp_jax import AudioEncoder; AudioEncoder.load('{out}/clap_encoder')`")
+  if args.stage == "recipe":
+    print(f"encoders: load with `from alp_jax import AudioEncoder; AudioEncoder.load('{out}/clap_encoder')`")
+  elif args.stage == "study":
+    print(f"encoders: every point's export is in {out}/study/runs/<point>/encoder (AudioEncoder.load)")
   print(f"wrote {out}/summary.json")
-  return 0
+  return 1 if summary.get("study", {}).get("status") == 1 else 0
 
 
 if __name__ == "__main__":

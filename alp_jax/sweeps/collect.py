@@ -77,8 +77,12 @@ def _rows(content: dict, base: dict, known_families: dict) -> list[dict]:
     evaluation = evaluation_of(row)
     family = "language" if evaluation in LANGUAGE_EVALUATIONS else known_families.get(row["task"], "environmental")
     interval = row.get("interval")
+    # Retrieval is one measure whatever scores it (a two-tower's embedding similarity, a captioner's caption
+    # likelihood: method "retrieval_likelihood"), so the two objectives' curves pair up; "scoring" keeps how.
+    method = "retrieval" if evaluation == "retrieval" else row["method"]
+    scoring = {"scoring": row["method"]} if method != row["method"] else {}
     out.append({**base, "task": row["task"], "task_family": family, "evaluation": evaluation,
-                "method": row["method"], "metric": row["metric"], "value": float(row["value"]),
+                "method": method, **scoring, "metric": row["metric"], "value": float(row["value"]),
                 "interval": [float(interval[0]), float(interval[1])] if interval else None,
                 "higher_is_better": True})
   return out

@@ -82,11 +82,18 @@ class _Times:
     return sum(r["seconds"] for r in same) / len(same)
 
 
+COMPILATION_CACHE_ENV = "JAX_COMPILATION_CACHE_DIR"
+COMPILATION_CACHE_DIR = "jax_cache"
+
+
 def run(plan: plan_lib.Plan, *, parallel: int = 1, python: str | None = None, log=print,
         max_stages: int | None = None, env: dict | None = None) -> Summary:
   """Runs the incomplete stages of `plan`; returns what happened. `max_stages` stops after starting that many
   (a staged run; tests use it to stop a sweep midway)."""
   parallel = max(1, int(parallel))
+  # Stages of one objective and size compile the same programs: XLA's persistent cache (one per sweep, unless the
+  # caller's environment names one) lets every stage after the first load them instead of compiling again.
+  stage_env = {COMPILATION_CACHE_ENV: os.path.join(plan.workdir, COMPILATION_CACHE_DIR), **os.environ}
   summary = Summary()
   times = _Times(plan.workdir)
   status = {}   # stage id -> skipped | pending | running | done | failed | blocked
@@ -136,7 +143,7 @@ def run(plan: plan_lib.Plan, *, parallel: int = 1, python: str | None = None, lo
       f.write(f"\n[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(stage.argv(python))}\n")
     out = open(stage.log, "a")
     proc = subprocess.Popen(stage.argv(python), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **(env or {})})
+                            env={**stage_env, **(env or {})})
     out.close()
     running[stage.id] = (proc, time.monotonic())
     threading.Thread(target=lambda: finished.put((stage.id, proc.wait())), daemon=True).start()

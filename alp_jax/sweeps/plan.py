@@ -177,7 +177,8 @@ def _check_axes(sweep: ml_collections.ConfigDict, where: str) -> None:
 
 def _eval_args(sweep, out: str, seed: int) -> list[str]:
   ev = sweep.evaluation
-  args = [a for task in ev.task_dirs for a in ("--task-dir", os.fspath(task))]
+  root = ev.get("task_root", "")   # relative task_dirs are under it (a demo folder, a shared task store)
+  args = [a for task in ev.task_dirs for a in ("--task-dir", os.path.join(root, os.fspath(task)))]
   args += ["--suite", ev.suite, "--pooling", ev.pooling, "--seed", str(seed), "--out", out]
   return args + list(ev.get("args", ()))
 
@@ -226,6 +227,10 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
                            ["--workdir", train_dir, "--out", enc_dir], [f"{run}/train"], root, enc_dir,
                            source_workdir=train_dir)]
 
+  source = sweep.evaluation.get("source", "encoder")
+  if source not in ("encoder", "workdir"):
+    raise ValueError(f"{where}: evaluation.source {source!r} must be 'encoder' (the export: probes) or 'workdir' "
+                     f"(the run: probes plus its text side: zero-shot, retrieval, captioning)")
   first_export = {}
   grid = itertools.product(sweep.objectives, sweep.data_pairs, sweep.inits, sizes, sweep.seeds,
                            *[[(f, v) for v in values] for f, values in fields])
@@ -261,7 +266,8 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
                          ["--workdir", train_dir, "--out", enc_dir], [f"runs/{name}/train"], root, enc_dir,
                          source_workdir=train_dir),
         stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
-                         ["--encoder", enc_dir] + _eval_args(sweep, os.path.join(root, "eval.json"), seed),
+                         ([f"--{source}", train_dir if source == "workdir" else enc_dir]
+                          + _eval_args(sweep, os.path.join(root, "eval.json"), seed)),
                          [f"runs/{name}/export"], root, os.path.join(root, "eval.json"))]
     first_export.setdefault(size, (f"runs/{name}/export", enc_dir))
 
@@ -275,9 +281,10 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
       out = os.path.join(root, "eval.json")
       baselines[name] = {"kind": "random_init", "model_size": size, "seed": int(seed), "output": out,
                          "architecture_of": enc_dir}
+      args = ["--random-init", enc_dir] + _eval_args(sweep, out, seed)
+      args[args.index("--suite") + 1] = "probe"   # a baseline has no text side: probes only
       stage_list.append(stages_lib.Stage(f"baselines/{name}/evaluate", stages_lib.EVALUATE, name,
-                                         "alp_jax.evaluate", ["--random-init", enc_dir] + _eval_args(sweep, out, seed),
-                                         [export_id], root, out))
+                                         "alp_jax.evaluate", args, [export_id], root, out))
   if ev.get("logmel_stats", False):
     for seed in sweep.seeds:
       name = f"logmel_stats_s{seed}"

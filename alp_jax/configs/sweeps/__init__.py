@@ -53,6 +53,9 @@ def base_sweep_config() -> ml_collections.ConfigDict:
   ))
   c.evaluation = ml_collections.ConfigDict(dict(
       task_dirs=(),                  # probe / caption task folders (python -m alp_jax.evaluate --task-dir)
+      task_root="",                  # a folder that relative task_dirs are in ("" = the working directory)
+      source="encoder",              # encoder: evaluate the export (probes, lit) | workdir: the run, so its text
+                                     # side adds zero-shot, retrieval and captioning (suite "default")
       suite="probe",                 # evaluate --suite (study: probe and lit)
       pooling="both",                # mean | attention | both
       args=(),                       # more evaluate flags, e.g. ("--lit-steps", "200")
