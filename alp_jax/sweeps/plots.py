@@ -59,6 +59,13 @@ def _line(rows: list[dict], x_axis: str):
   return np.array(xs), means, np.maximum(low, 0.0), np.maximum(high, 0.0)
 
 
+def _tick_at_sizes(ax, rows: list[dict]) -> None:
+  """Ticks at the measured data sizes (a log axis over less than a decade would show one tick or none)."""
+  sizes = sorted({int(r["data_pairs"]) for r in rows if r.get("data_pairs")})
+  if sizes:
+    ax.set_xticks(sizes, [f"{s:,}" for s in sizes])
+
+
 def metric_vs(rows: list[dict], fits: list[dict], x_axis: str, path, label: str) -> None:
   """One panel per measure, one line per (objective, init, model_size, budget) against x_axis (log scale)."""
   measures = results.group(results.pretrained(rows), results.MEASURE)
@@ -80,6 +87,8 @@ def metric_vs(rows: list[dict], fits: list[dict], x_axis: str, path, label: str)
         ax.plot(grid, curve, "--", color=drawn.lines[0].get_color(), linewidth=1)
     ax.set_xscale("log")
     ax.minorticks_off()
+    if x_axis == "data_pairs":
+      _tick_at_sizes(ax, group)
     ax.set_xlabel(label)
     ax.set_title(_measure_title(measure), fontsize=8)
     ax.legend(fontsize=6)
@@ -104,6 +113,7 @@ def supervised_gap(rows: list[dict], path) -> None:
     ax.axhline(0.0, color="gray", linewidth=0.8)
     ax.set_xscale("log")
     ax.minorticks_off()
+    _tick_at_sizes(ax, group)
     ax.set_xlabel("training clips (data_pairs)")
     ax.set_ylabel("supervised - scratch")
     ax.set_title(_measure_title(measure), fontsize=8)
