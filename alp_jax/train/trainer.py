@@ -210,9 +210,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     with jax.set_mesh(mesh):
       while step < config.total_steps:
         local = next(data_iter)
-        ledger.count(local)
         batch = sharding_lib.host_to_global(local, mesh)
         state, metrics = compiled(state, batch)
+        ledger.count(local)   # host numpy, after the asynchronous dispatch: overlaps the device's step
         step += 1
         stop = preemption.poll()  # the same answer on every process at this step
         if pending is not None:
