@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  c.keep_steps = ()               # steps saved and never deleted (a trunk's cooldown branch points: train/branch.py)
+  c.branch_from = ""              # TRUNK_WORKDIR@STEP: start as a cooldown branch of that run (train/branch.py)
   c.best_metric = ""              # e.g. "val/loss": also keep the best checkpoint by this evaluator metric
   c.best_mode = "min"
   c.async_checkpoints = True

@@ -54,7 +54,7 @@ HISTORY_DIR = "config_history"
 RESUME_MAY_CHANGE = (
     "total_steps",                 # train longer or shorter (the learning-rate schedule follows the new total)
     "log_every", "tensorboard", "peak_flops_per_device",                      # logging, MFU
-    "checkpoint_every", "keep_checkpoints", "async_checkpoints",              # saving
+    "checkpoint_every", "keep_checkpoints", "keep_steps", "async_checkpoints",  # saving
     "eval_every", "evaluators", "best_metric", "best_mode",                  # evaluation, the best checkpoint
     "nonfinite",                   # stop or skip at a non-finite loss (a stopped run may go on with skip)
     "data.num_threads", "data.worker_count", "data.prefetch_buffer_size",   # data loading speed
@@ -155,7 +155,7 @@ def _as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _show(value) -> str:
+def show(value) -> str:
   return "(absent)" if value is _ABSENT else json.dumps(value)
 
 
@@ -172,7 +172,7 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str
   return out
 
 
-def _may_change(field: str) -> bool:
+def may_change(field: str) -> bool:
   return any(field == f or field.startswith(f + ".") for f in RESUME_MAY_CHANGE)
 
 
@@ -185,9 +185,9 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
   if not ckpt_lib.has_checkpoint(workdir) or not path.exists():
     return []
   changes = config_differences(json.loads(path.read_text()), _as_json(config))
-  refused = [c for c in changes if not _may_change(c[0])]
+  refused = [c for c in changes if not may_change(c[0])]
   if refused:
-    lines = "\n".join(f"  {field}: {_show(a)} -> {_show(b)}" for field, a, b in refused)
+    lines = "\n".join(f"  {field}: {show(a)} -> {show(b)}" for field, a, b in refused)
     absent = any(_ABSENT in (a, b) for _, a, b in refused)
     raise ValueError(
         f"{workdir} holds a run whose {CONFIG_FILE} differs from this config in field(s) a resume may not "
@@ -195,7 +195,7 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
         f"overrides (or variants). A resume may change only: {', '.join(RESUME_MAY_CHANGE)}."
         + (" A field absent on one side usually means another alp-jax version wrote the run; to resume it with "
            f"this config anyway, move {path} into {workdir / HISTORY_DIR}/ and start again." if absent else ""))
-  return [f"{field}: {_show(a)} -> {_show(b)}" for field, a, b in changes]
+  return [f"{field}: {show(a)} -> {show(b)}" for field, a, b in changes]
 
 
 # --- The run's tokenizer.
