@@ -175,11 +175,26 @@ def _check_axes(sweep: ml_collections.ConfigDict, where: str) -> None:
                      f"on (e.g. runs/demo/probe_tasks/speaker)")
 
 
-def _eval_args(sweep, out: str, seed: int) -> list[str]:
+# Evaluations that need a caption decoder: a two-tower point skips them (evaluate refuses a named evaluation its
+# source cannot run).
+NEEDS_DECODER = ("captioning",)
+DECODER_OBJECTIVES = ("captioning", "hybrid")
+
+
+def _point_suite(suite: str, objective: str | None) -> str:
+  """The sweep's evaluation suite for one point: without the decoder's evaluations for a two-tower objective."""
+  if objective in DECODER_OBJECTIVES or objective is None:
+    return suite
+  kept = [s for s in suite.split(",") if s.strip() not in NEEDS_DECODER]
+  return ",".join(kept) or suite
+
+
+def _eval_args(sweep, out: str, seed: int, objective: str | None = None) -> list[str]:
   ev = sweep.evaluation
   root = ev.get("task_root", "")   # relative task_dirs are under it (a demo folder, a shared task store)
   args = [a for task in ev.task_dirs for a in ("--task-dir", os.path.join(root, os.fspath(task)))]
-  args += ["--suite", ev.suite, "--pooling", ev.pooling, "--seed", str(seed), "--out", out]
+  args += ["--suite", _point_suite(ev.suite, objective), "--pooling", ev.pooling, "--seed", str(seed),
+           "--out", out]
   return args + list(ev.get("args", ()))
 
 
@@ -267,7 +282,7 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
                          source_workdir=train_dir),
         stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
                          ([f"--{source}", train_dir if source == "workdir" else enc_dir]
-                          + _eval_args(sweep, os.path.join(root, "eval.json"), seed)),
+                          + _eval_args(sweep, os.path.join(root, "eval.json"), seed, objective)),
                          [f"runs/{name}/export"], root, os.path.join(root, "eval.json"))]
     first_export.setdefault(size, (f"runs/{name}/export", enc_dir))
 
