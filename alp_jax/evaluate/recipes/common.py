@@ -142,6 +142,8 @@ def drop_missing(folder: Folder, max_missing: float, notes: list[str]) -> None:
     present = [row for row in rows if _audio_of(row).is_file()]
     missing = [_audio_of(row) for row in rows if not _audio_of(row).is_file()]
     where = f"{folder.name + '/' if folder.name else ''}{split}"
+    if not rows:
+      raise RecipeError(f"{where}: the metadata gives this split no rows; is the download complete?")
     if missing and (not present or len(missing) > max_missing * len(rows)):
       examples = ", ".join(str(p) for p in missing[:5])
       raise RecipeError(f"{where}: {len(missing)} of {len(rows)} audio files are missing (more than the "
@@ -161,7 +163,10 @@ def prepare_out(out: Path) -> dict | None:
     raise RecipeError(f"--out {out} is a file; give a folder")
   owner = out / OWNER_FILE
   if owner.is_file():
-    return json.loads(owner.read_text())
+    try:
+      return json.loads(owner.read_text())
+    except json.JSONDecodeError:
+      raise RecipeError(f"{owner} is not the JSON a recipe writes; remove {out} or give another --out") from None
   if any(out.iterdir()):
     raise RecipeError(f"--out {out} is not empty and was not written by a recipe (no {OWNER_FILE}); "
                       f"give a new or empty folder. Nothing was changed.")
