@@ -2,9 +2,10 @@
 
   SOURCE/AudioWAV/ACTOR_SENTENCE_EMOTION_LEVEL.wav     e.g. 1001_DFA_ANG_XX.wav; EMOTION in ANG DIS FEA HAP NEU SAD
 
-Folds as HEAR uses them (5-fold cross-validation, one score per fold, averaged), made speaker-disjoint: the 91
-actors sorted by id are dealt round-robin into folds 1..5. Fold k's task folder TASK_DIR/foldk has test = fold k,
-valid = fold k+1 (fold 1 after fold 5) and train = the other three.
+5-fold cross-validation as in HEAR (one score per fold, averaged), speaker-disjoint. Fold membership is ours and
+deterministic (HEAR's own fold files are not reproduced): the 91 actors sorted by id are dealt round-robin into
+folds 1..5. Fold k's task folder TASK_DIR/foldk has test = fold k, valid = fold k+1 (fold 1 after fold 5) and
+train = the other three.
 """
 from __future__ import annotations
 
