@@ -23,6 +23,17 @@ Blocks are pre-LayerNorm: x + SelfAttention(LN x), x + CrossAttention(LN x, audi
 x + Mlp(LN x), then a final LayerNorm and the output projection (untied by default, as in the
 study; optionally tied to the token embedding). Positions are sinusoidal (study) or learned (BART).
 Logits are float32.
+
+Autoregressive decoding (alp_jax.models.decoding) runs one position at a time with a key/value
+cache passed functionally (a `DecodeCache` pytree, not module state, so checkpoints and the
+training path never see it):
+
+  cache = decoder.init_cache(audio_frames, audio_frame_mask, max_len, beams)  # audio K/V once
+  logits, cache = decoder.decode_step(input_tokens, cache)  # (B,K) tokens -> (B,K,V), next index
+
+`decode_step`'s logits are `__call__`'s at that position for an all-autoregressive batch with an
+all-True caption mask (tested to float tolerance); training and teacher-forced scoring use
+`__call__`.
 """
 from __future__ import annotations
 
