@@ -62,8 +62,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
           clipping_scale=2.0,         # icefall zipformer/train.py (the class default is None); 0 disables
           scalar_lr_scale=0.1, param_min_rms=1e-5, param_max_rms=3.0, scalar_max=10.0,
           size_update_period=4, clipping_update_period=100)),
-      # schedule="eden"/"eden2": the Auden toolkit's CLAP recipe (STUDY.md 4): lr_batches 7500, lr_epochs 3.5,
-      # warmup 500 batches from 0.5 (icefall's Eden default; icefall's zipformer/train.py passes warmup_start 0.1).
+      # schedule="eden"/"eden2" (docs/optimizers.md): lr_batches 7500, lr_epochs 3.5 as icefall's zipformer/train.py
+      # and the Auden CLAP recipe (STUDY.md 4); warmup 500 batches from 0.5 as icefall's Eden class and Auden
+      # (icefall's zipformer/train.py passes warmup_start 0.1).
       eden=ml_collections.ConfigDict(dict(
           lr_batches=7500.0, lr_epochs=3.5,
           steps_per_epoch=0,          # steps in one epoch of the data: must be set for "eden"
