@@ -232,3 +232,39 @@ def test_eden_without_steps_per_epoch_and_unknown_names_are_clear_errors():
   cfg.scaled_adam = ml_collections.ConfigDict(dict(clipping_scael=2.0))
   with pytest.raises(ValueError, match=r"config.optimizer.scaled_adam has unknown field\(s\) \['clipping_scael'\]"):
     optimizer_lib.make_optimizer(cfg, 100)
+
+
+def test_scaled_adam_on_sharded_parameters_equals_one_device():
+  """Parameters sharded over 8 devices: the state gets the parameters' shardings where it is parameter-shaped
+  and is replicated where it is per-tensor (alp_jax/train/state.py); the updates equal the unsharded ones."""
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from alp_jax import sharding as sharding_lib
+  from alp_jax.train import state as state_lib
+  mesh = sharding_lib.mesh_from_config(sharding_lib.default_mesh_config(), jax.devices()[:8])
+  rng = np.random.default_rng(2)
+  params = {"w": rng.normal(size=(16, 4)).astype(np.float32), "b": rng.normal(size=(8,)).astype(np.float32),
+            "s": np.float32(0.3)}
+  specs = {"w": P("fsdp", None), "b": P("fsdp"), "s": P()}
+  param_shardings = {k: NamedSharding(mesh, spec) for k, spec in specs.items()}
+  tx = scaled_adam_lib.scaled_adam(0.05, clipping_update_period=8, size_update_period=2)
+  abstract_params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jnp.float32), params)
+  abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  opt_shardings = state_lib.optimizer_state_shardings(tx, abstract_opt, abstract_params, param_shardings, mesh)
+  assert opt_shardings.exp_avg_sq["w"].spec == P("fsdp", None) and opt_shardings.momentum["b"].spec == P("fsdp")
+  assert opt_shardings.param_rms["w"].spec == P() and opt_shardings.scale_grads["w"].spec == P()
+  with jax.set_mesh(mesh):
+    sharded = jax.device_put(params, param_shardings)
+    state = jax.jit(tx.init, out_shardings=opt_shardings)(sharded)
+    update = jax.jit(tx.update, out_shardings=(param_shardings, opt_shardings))
+    plain_params, plain_state = params, jax.jit(tx.init)(params)
+    for t in range(12):
+      grads = {k: rng.normal(size=np.shape(v)).astype(np.float32) * (30.0 if t == 11 else 1.0)
+               for k, v in params.items()}
+      updates, state = update(jax.device_put(grads, param_shardings), state, sharded)
+      sharded = optax.apply_updates(sharded, updates)
+      plain_updates, plain_state = jax.jit(tx.update)(grads, plain_state, plain_params)
+      plain_params = optax.apply_updates(plain_params, plain_updates)
+  assert sharded["w"].sharding.spec == P("fsdp", None)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7),
+               sharded, plain_params)
+  assert float(plain_state.clip_factor) < 1.0   # the spike at the last step was clipped

@@ -49,20 +49,8 @@ def state_shardings(config, mesh: Mesh, tx: optax.GradientTransformation):
   param_shardings = sharding_lib.state_shardings(abstract_params, mesh, rules)
   rest_shardings = sharding_lib.state_shardings(abstract_rest, mesh, rules)
   abstract_opt = jax.eval_shape(tx.init, abstract_params)
+  opt_shardings = optimizer_state_shardings(tx, abstract_opt, abstract_params, param_shardings, mesh)
   rep = _replicated(mesh)
-
-  def opt_sharding(value, param_sharding, param):
-    # A parameter-shaped part of the optimizer state takes the parameters' shardings; a per-tensor statistic
-    # built from the parameter tree (ScaledAdam's parameter RMS: another shape) is replicated. Frozen
-    # parameters have no state (optax.masked leaves empty nodes there), which stay empty.
-    if not jax.tree.leaves(value):
-      return value
-    if jax.tree.leaves(value)[0].shape == jax.tree.leaves(param)[0].shape:
-      return param_sharding
-    return jax.tree.map(lambda _: rep, value)
-  opt_shardings = optax.tree_map_params(tx, opt_sharding, abstract_opt, param_shardings, abstract_params,
-                                        transform_non_params=lambda _: rep,
-                                        is_leaf=lambda x: isinstance(x, nnx.Variable))
   shardings = dict(step=rep, params=param_shardings, rest=rest_shardings, opt_state=opt_shardings, rng=rep,
                    nonfinite=rep, first_nonfinite_step=rep)
   abstract = dict(step=jax.ShapeDtypeStruct((), jnp.int32), params=abstract_params, rest=abstract_rest,
@@ -73,6 +61,24 @@ def state_shardings(config, mesh: Mesh, tx: optax.GradientTransformation):
     shardings["params_avg"] = param_shardings
     abstract["params_avg"] = abstract_params
   return graphdef, abstract, shardings
+
+
+def optimizer_state_shardings(tx: optax.GradientTransformation, abstract_opt, abstract_params, param_shardings,
+                              mesh: Mesh):
+  """Shardings of tx's state: a parameter-shaped part takes the parameters' shardings; a per-tensor statistic
+  built from the parameter tree (ScaledAdam's parameter RMS: another shape) and everything else is replicated.
+  Frozen parameters have no state (optax.masked leaves empty nodes there), which stay empty."""
+  rep = _replicated(mesh)
+
+  def opt_sharding(value, param_sharding, param):
+    if not jax.tree.leaves(value):
+      return value
+    if jax.tree.leaves(value)[0].shape == jax.tree.leaves(param)[0].shape:
+      return param_sharding
+    return jax.tree.map(lambda _: rep, value)
+  return optax.tree_map_params(tx, opt_sharding, abstract_opt, param_shardings, abstract_params,
+                               transform_non_params=lambda _: rep,
+                               is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
 def keeps_average(config) -> bool:
