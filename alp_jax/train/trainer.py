@@ -173,6 +173,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
          f"{' (a frozen audio encoder runs in eval mode)' if config.optimizer.get('frozen_eval_mode', True) else ''}"
          f"; {n_trainable / 1e6:.2f}M trainable")
 
+  if state_lib.keeps_average(config):
+    _log(f"[train] parameter average (params_avg) updated every {config.optimizer.average_period} steps; "
+         f"export it with python -m alp_jax.export --averaged")
+
   # --- Update step: compiled once, state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
   with jax.set_mesh(mesh):
