@@ -173,6 +173,25 @@ def _budget_steps(budget, init: str, pairs: int, batch_size: int, step_flops: fl
   return max(low, min(steps, high) if high > 0 else steps)
 
 
+def _point_stages(sweep, workdir: str, name: str, spec: str, overrides: list[str], deps: list[str], steps: int,
+                  start_step: int, source: str, seed: int, objective: str) -> list[stages_lib.Stage]:
+  """A point's train -> export -> evaluate stages in WORKDIR/runs/NAME (a branch trains from start_step)."""
+  root = os.path.join(workdir, "runs", name)
+  train_dir, enc_dir, out = (os.path.join(root, "train"), os.path.join(root, "encoder"),
+                             os.path.join(root, "eval.json"))
+  return [
+      stages_lib.Stage(f"runs/{name}/train", stages_lib.TRAIN, name, "alp_jax.train",
+                       ["--config", spec, "--workdir", train_dir] + [f"--config.{o}" for o in overrides],
+                       deps, root, train_dir, steps=steps, start_step=start_step),
+      stages_lib.Stage(f"runs/{name}/export", stages_lib.EXPORT, name, "alp_jax.export",
+                       ["--workdir", train_dir, "--out", enc_dir], [f"runs/{name}/train"], root, enc_dir,
+                       source_workdir=train_dir),
+      stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
+                       ([f"--{source}", train_dir if source == "workdir" else enc_dir]
+                        + _eval_args(sweep, out, seed, objective)),
+                       [f"runs/{name}/export"], root, out)]
+
+
 def _branches(sweep, config, steps: int, where: str) -> list[tuple[float, int, int]]:
   """[(fraction, steps, fork step)] of a point's cooldown branches (budget.branches, train/branch.py): each
   budget is round(fraction x steps) and forks from the point's run where its own cooldown starts."""
@@ -317,17 +336,7 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
     root = os.path.join(workdir, "runs", name)
     train_dir, enc_dir = os.path.join(root, "train"), os.path.join(root, "encoder")
     deps = [f"{'tagger' if len(sizes) == 1 else 'tagger/' + size}/export"] if init == "supervised" else []
-    stage_list += [
-        stages_lib.Stage(f"runs/{name}/train", stages_lib.TRAIN, name, "alp_jax.train",
-                         ["--config", spec, "--workdir", train_dir] + [f"--config.{o}" for o in point_overrides],
-                         deps, root, train_dir, steps=steps),
-        stages_lib.Stage(f"runs/{name}/export", stages_lib.EXPORT, name, "alp_jax.export",
-                         ["--workdir", train_dir, "--out", enc_dir], [f"runs/{name}/train"], root, enc_dir,
-                         source_workdir=train_dir),
-        stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
-                         ([f"--{source}", train_dir if source == "workdir" else enc_dir]
-                          + _eval_args(sweep, os.path.join(root, "eval.json"), seed, objective)),
-                         [f"runs/{name}/export"], root, os.path.join(root, "eval.json"))]
+    stage_list += _point_stages(sweep, workdir, name, spec, point_overrides, deps, steps, 0, source, seed, objective)
     first_export.setdefault(size, (f"runs/{name}/export", enc_dir))
     trunk_overrides = [o for o in point_overrides if not o.startswith(("total_steps=", "keep_steps="))]
     for fraction_of_budget, branch_steps, fork in branches:
@@ -338,19 +347,8 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
       points.append(Point(b_name, b_axes, spec, b_overrides, branch_steps, int(probe.batch_size),
                           branch_steps * int(probe.batch_size), step_flops, step_flops * branch_steps,
                           trained_steps=branch_steps - fork))
-      b_root = os.path.join(workdir, "runs", b_name)
-      b_train, b_enc = os.path.join(b_root, "train"), os.path.join(b_root, "encoder")
-      stage_list += [
-          stages_lib.Stage(f"runs/{b_name}/train", stages_lib.TRAIN, b_name, "alp_jax.train",
-                           ["--config", spec, "--workdir", b_train] + [f"--config.{o}" for o in b_overrides],
-                           [f"runs/{name}/train"], b_root, b_train, steps=branch_steps, start_step=fork),
-          stages_lib.Stage(f"runs/{b_name}/export", stages_lib.EXPORT, b_name, "alp_jax.export",
-                           ["--workdir", b_train, "--out", b_enc], [f"runs/{b_name}/train"], b_root, b_enc,
-                           source_workdir=b_train),
-          stages_lib.Stage(f"runs/{b_name}/evaluate", stages_lib.EVALUATE, b_name, "alp_jax.evaluate",
-                           ([f"--{source}", b_train if source == "workdir" else b_enc]
-                            + _eval_args(sweep, os.path.join(b_root, "eval.json"), seed, objective)),
-                           [f"runs/{b_name}/export"], b_root, os.path.join(b_root, "eval.json"))]
+      stage_list += _point_stages(sweep, workdir, b_name, spec, b_overrides, [f"runs/{name}/train"], branch_steps,
+                                  fork, source, seed, objective)
 
   baselines = {}
   ev = sweep.evaluation

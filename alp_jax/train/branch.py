@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 
+import ml_collections
 import numpy as np
 from etils import epath
 
@@ -73,7 +74,7 @@ def check(config, trunk_dir: epath.Path, step: int) -> dict:
   if not path.exists():
     raise FileNotFoundError(f"branch_from: {path} is missing: {trunk_dir} is not a training run's workdir")
   trunk = json.loads(path.read_text())
-  ours = json.loads(config.to_json_best_effort())
+  ours = runs.as_json(config)
   differ = [(f, a, b) for f, a, b in runs.config_differences(trunk, ours)
             if not (runs.may_change(f) or f in EXTRA_MAY_DIFFER)]
   if differ:
@@ -83,7 +84,7 @@ def check(config, trunk_dir: epath.Path, step: int) -> dict:
   total = int(config.total_steps)
   if not 0 < step <= total:
     raise ValueError(f"branch_from=...@{step}: the step must be in 1..total_steps ({total})")
-  trunk_opt = runs.read_config(trunk_dir).optimizer
+  trunk_opt = ml_collections.ConfigDict(trunk["optimizer"])
   problem = schedule_mismatch(trunk_opt, int(trunk["total_steps"]), config.optimizer, total, step)
   if problem:
     raise ValueError(f"branch_from={trunk_dir}@{step}: the learning-rate schedules of the trunk "

@@ -121,7 +121,7 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
   path = workdir / CONFIG_FILE
   if path.exists():
     previous = path.read_text()
-    if config_differences(json.loads(previous), _as_json(config)):
+    if config_differences(json.loads(previous), as_json(config)):
       _keep_in_history(workdir, previous)
   paths.write_text_last(path, config.to_json_best_effort(indent=1))
   return path
@@ -152,7 +152,7 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 _ABSENT = object()
 
 
-def _as_json(config: ml_collections.ConfigDict) -> dict:
+def as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
@@ -185,7 +185,7 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
   path = workdir / CONFIG_FILE
   if not ckpt_lib.has_checkpoint(workdir) or not path.exists():
     return []
-  changes = config_differences(json.loads(path.read_text()), _as_json(config))
+  changes = config_differences(json.loads(path.read_text()), as_json(config))
   refused = [c for c in changes if not may_change(c[0])]
   if refused:
     lines = "\n".join(f"  {field}: {show(a)} -> {show(b)}" for field, a, b in refused)
