@@ -6,6 +6,8 @@ Schedules:
                        steps (warmup-stable-decay): one long run can be cooled down at several points, which
                        makes scaling-law fits cheap.
   "constant":          linear warmup, then constant.
+Clipping: `clip_norm` (absolute, on the raw gradient) and/or `clip_relative` (a multiple of the recent median
+norm, train/clipping.py); docs/objectives.md says which fits which loss reduction.
 Weight decay applies to matrices only (ndim >= 2): no decay on biases, norm scales, temperature/bias scalars.
 Frozen parameter groups (`frozen`, see alp_jax/train/freeze.py) get optax.set_to_zero: no update, no decay, no
 optimizer state; an empty `frozen` leaves the optimizer (and its checkpointed state) exactly as without it.
@@ -19,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from alp_jax.train import clipping
 from alp_jax.train import freeze
 
 
@@ -32,7 +35,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       warmup_steps=100,
       end_fraction=0.0,          # cosine: final lr = end_fraction x lr
       cooldown_fraction=0.2,     # constant_cooldown: share of steps spent cooling down linearly to 0
-      clip_norm=1.0,             # global gradient norm clipping; 0 disables
+      clip_norm=1.0,             # global gradient norm clipping at this absolute norm (of the raw gradient); 0 disables
+      clip_relative=0.0,         # clip at this x the median norm of the last clip_window steps (train/clipping.py;
+      clip_window=100,           #   study toolkit: ScaledAdam clipping_scale 2.0, clipping_update_period 100); 0 disables
       decay_matrices_only=True,
       frozen=(),                 # parameter groups never updated, e.g. ("audio_encoder",) for LiT (train/freeze.py)
       frozen_eval_mode=True,     # a wholly frozen audio encoder runs without SpecAugment/dropout while training
@@ -68,6 +73,8 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
   parts = []
   if cfg.clip_norm:
     parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+  if cfg.get("clip_relative", 0.0):
+    parts.append(clipping.clip_relative_to_median(cfg.clip_relative, cfg.get("clip_window", 100)))
   parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                            mask=_decay_mask if cfg.decay_matrices_only else None))
   tx = optax.chain(*parts)

@@ -29,6 +29,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.train import clipping
 from alp_jax.train import freeze
 
 _TRACE_COUNTERS: dict[int, list] = {}
@@ -172,6 +173,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
                      nonfinite=nonfinite, first_nonfinite_step=first)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(step),
                    nonfinite=nonfinite.astype(jnp.float32), first_nonfinite_step=first.astype(jnp.float32))
+    fraction = clipping.clip_fraction(new_state["opt_state"])  # relative clipping: share of steps clipped so far
+    if fraction is not None:
+      metrics["clip_fraction"] = fraction
     return new_state, metrics
 
   batch_sharding = sharding_lib.batch_sharding(mesh)
