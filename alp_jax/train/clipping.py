@@ -5,8 +5,10 @@
 
 The threshold at step t is `scale x median(norms of the last `window` steps before t)`; a gradient whose global
 norm exceeds it is scaled down to it. The first step has no history and is never clipped; until `window` steps
-have been seen the median is over all earlier steps. This is the clipping of the toolkit's ScaledAdam
-(clipping_scale 2.0: twice the median of recent norms), on the plain global gradient norm.
+have been seen the median is over all earlier steps. This follows the rule of the toolkit's ScaledAdam
+(clipping_scale 2.0: twice the median of the recent norms), on the plain global gradient norm and recomputed every
+step; as far as we know ScaledAdam measures a parameter-scale-weighted norm and refreshes its median every
+clipping_update_period (100) steps, which this does not copy.
 
 Why relative: the threshold moves with the gradient, so it means the same thing for a summed loss (whose
 gradient is 2B times the per-example mean's, alp_jax/losses.py) and a mean one, for any model size and at any
