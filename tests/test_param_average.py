@@ -104,7 +104,7 @@ def test_training_with_scaled_adam_keeps_the_mean_of_the_checkpointed_parameters
   """End to end: ScaledAdam + Eden + averaging every 2 steps, interrupted at step 4 and resumed to 6; the
   average at step 6 is the mean of the parameters at steps 2, 4 and 6 (all checkpointed)."""
   from alp_jax.train import trainer
-  overrides = dict(mesh__num_devices=1, checkpoint_every=2, keep_checkpoints=5, optimizer__name="scaled_adam",
+  overrides = dict(mesh__num_devices=1, checkpoint_every=2, keep_checkpoints=5, optimizer__name="scaled_adam", optimizer__clip_norm=0.0,
                    optimizer__learning_rate=0.045, optimizer__schedule="eden", optimizer__eden__steps_per_epoch=3,
                    optimizer__average_period=2)
   trainer.train(make_test_config("clap", tiny_corpus_dir, total_steps=4, **overrides), tmp_path / "run")

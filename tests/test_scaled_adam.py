@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from alp_jax.train import clipping
 from alp_jax.train import optimizer as optimizer_lib
 from alp_jax.train import scaled_adam as scaled_adam_lib
 
@@ -150,6 +151,9 @@ def test_scaled_adam_follows_icefalls_update_rule_step_by_step():
       atol = 1e-3 * np.sqrt(np.mean(expected ** 2))   # elements crossing zero, at each tensor's own scale
       np.testing.assert_allclose(np.asarray(params[k]), expected, rtol=2e-4, atol=atol, err_msg=f"{k} step {t}")
   np.testing.assert_allclose(clip_factors, ref.clip_factors, rtol=1e-4)
+  # The trainer's clip_fraction metric counts the steps icefall's rule scaled down.
+  want_fraction = np.mean(np.asarray(ref.clip_factors) < 1.0)
+  assert float(clipping.clip_fraction(state)) == pytest.approx(want_fraction, rel=1e-6)
   # The run went through every branch it is meant to check: clipping, the size cap, the rms floor, the clamp.
   assert min(ref.clip_factors) < 0.5 and ref.clip_factors[:10] == [1.0] * 10
   kernel_rms = np.sqrt(np.mean(ref.params[names.index("kernel")] ** 2))
@@ -228,6 +232,9 @@ def test_eden_without_steps_per_epoch_and_unknown_names_are_clear_errors():
     optimizer_lib.make_optimizer(_config(schedule="eden"), 100)
   with pytest.raises(ValueError, match=r"adamw \| scaled_adam"):
     optimizer_lib.make_optimizer(_config(name="sgd"), 100)
+  with pytest.raises(ValueError, match=r"scaled_adam' clips by itself.*clip_norm=0"):
+    optimizer_lib.make_optimizer(_config(name="scaled_adam"), 100)   # the AdamW default clip_norm 1.0 is left
+  optimizer_lib.make_optimizer(_config(name="scaled_adam", clip_norm=0.0), 100)
   cfg = _config(name="scaled_adam")
   cfg.scaled_adam = ml_collections.ConfigDict(dict(clipping_scael=2.0))
   with pytest.raises(ValueError, match=r"config.optimizer.scaled_adam has unknown field\(s\) \['clipping_scael'\]"):

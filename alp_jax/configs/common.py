@@ -61,6 +61,13 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+def apply_relative_clipping(c: ml_collections.ConfigDict, scale: float = 2.0) -> None:
+  """The study toolkit's clipping (ScaledAdam clipping_scale 2.0): clip at `scale` x the median of the last
+  optimizer.clip_window gradient norms, instead of an absolute norm that a summed loss would exceed every step."""
+  c.optimizer.clip_norm = 0.0
+  c.optimizer.clip_relative = scale
+
+
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU: tiny towers, short crops, small batches, the demo corpus (`make demo` builds it)."""
   c.data.corpus_dir = DEMO_CORPUS

@@ -274,7 +274,7 @@ class CaptionDecoder(nnx.Module):
     """Teacher-forced logits.
 
     Args:
-      caption_tokens: (B,L) int ids, caption then EOS then PAD (no BOS).
+      caption_tokens: (B,L) int ids, caption then EOS then PAD (no BOS); a caption cut at L has no EOS.
       caption_mask: (B,L) bool, True on real tokens (EOS included).
       audio_frames: (B,T,A) audio encoder output.
       audio_frame_mask: (B,T) bool, True on real frames.

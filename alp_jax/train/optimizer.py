@@ -4,8 +4,8 @@ Optimizers (config.optimizer.name):
   "adamw":       optax.adamw; clip_norm clips the global gradient norm first.
   "scaled_adam": ScaledAdam (alp_jax/train/scaled_adam.py, icefall's Zipformer optimizer), settings in
                  config.optimizer.scaled_adam; it has its own clipping (by a running median of gradient norms)
-                 and learns each tensor's size instead of decaying weights, so clip_norm, weight_decay and
-                 decay_matrices_only are not used. The study's setting: learning_rate=0.045 with schedule "eden".
+                 and learns each tensor's size instead of decaying weights, so weight_decay and
+                 decay_matrices_only are not used, and clip_norm and clip_relative must be 0 (an error names them). The study's setting: learning_rate=0.045 with schedule "eden".
 Parameter averaging (config.optimizer.average_period = P > 0, icefall's model_avg): the train state keeps
 params_avg, the mean of the parameters after steps P, 2P, 3P, ... (alp_jax/train/state.py, step.py);
 `python -m alp_jax.export --averaged` exports it.
@@ -25,6 +25,8 @@ Schedules:
                        epoch index, 0 in the first epoch), or with fractional_epochs e = b / steps_per_epoch
                        (the Auden toolkit's "Eden3" with lr_steps_per_epoch). steps_per_epoch must be set.
   "eden2":             icefall's Eden2 (no epochs): lr = learning_rate * ((b^2 + B^2) / B^2)^-1/2 * warmup(b).
+Clipping: `clip_norm` (absolute, on the raw gradient) and/or `clip_relative` (a multiple of the recent median
+norm, train/clipping.py); docs/objectives.md says which fits which loss reduction.
 Weight decay applies to matrices only (ndim >= 2): no decay on biases, norm scales, temperature/bias scalars.
 Frozen parameter groups (`frozen`, see alp_jax/train/freeze.py) get optax.set_to_zero: no update, no decay, no
 optimizer state; an empty `frozen` leaves the optimizer (and its checkpointed state) exactly as without it.
@@ -38,6 +40,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from alp_jax.train import clipping
 from alp_jax.train import freeze
 from alp_jax.train import scaled_adam as scaled_adam_lib
 
@@ -52,7 +55,9 @@ def default_optimizer_config() -> ml_collections.ConfigDict:
       warmup_steps=100,
       end_fraction=0.0,          # cosine: final lr = end_fraction x lr
       cooldown_fraction=0.2,     # constant_cooldown: share of steps spent cooling down linearly to 0
-      clip_norm=1.0,             # global gradient norm clipping; 0 disables
+      clip_norm=1.0,             # global gradient norm clipping at this absolute norm (of the raw gradient); 0 disables
+      clip_relative=0.0,         # clip at this x the median norm of the last clip_window steps (train/clipping.py;
+      clip_window=100,           #   study toolkit: ScaledAdam clipping_scale 2.0, clipping_update_period 100); 0 disables
       decay_matrices_only=True,
       frozen=(),                 # parameter groups never updated, e.g. ("audio_encoder",) for LiT (train/freeze.py)
       frozen_eval_mode=True,     # a wholly frozen audio encoder runs without SpecAugment/dropout while training
@@ -162,11 +167,18 @@ def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int) -> tuple[op
     parts = []
     if cfg.clip_norm:
       parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+    if cfg.get("clip_relative", 0.0):
+      parts.append(clipping.clip_relative_to_median(cfg.clip_relative, cfg.get("clip_window", 100)))
     parts.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
                              mask=_decay_mask if cfg.decay_matrices_only else None))
     tx = optax.chain(*parts)
   elif cfg.name == "scaled_adam":
     tx = scaled_adam_lib.scaled_adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, **_sub(cfg, "scaled_adam"))
+    if cfg.clip_norm or cfg.get("clip_relative", 0.0):
+      raise ValueError(
+          f"optimizer.name 'scaled_adam' clips by itself (optimizer.scaled_adam.clipping_scale: the toolkit's "
+          f"2.0 x the median of recent norms); set optimizer.clip_norm=0 and optimizer.clip_relative=0 (got "
+          f"{cfg.clip_norm} and {cfg.get('clip_relative', 0.0)})")
   else:
     raise ValueError(f"optimizer.name {cfg.name!r} is not supported (adamw | scaled_adam)")
   frozen = freeze.names(cfg.get("frozen", ()))

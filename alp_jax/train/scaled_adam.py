@@ -30,8 +30,9 @@ work unchanged. Differences from icefall's torch code (egs/librispeech/ASR/zipfo
 - icefall raises "Too many grads were not finite" when the median norm is NaN; a jitted step cannot raise, so
   a non-finite median keeps the previous threshold (the trainer rejects non-finite steps before they reach
   the optimizer state, alp_jax/train/step.py, so this never happens in training).
-- icefall's logging (grad-norm quartiles, percent clipped, the dominating parameter) is left out; the clipping
-  factor of the last step is kept in the state (`clip_factor`) for whoever wants to log it.
+- icefall's logging (grad-norm quartiles, the dominating parameter) is left out; the clipping factor of the last
+  step is kept in the state (`clip_factor`), and the count of clipped steps (`clipped_steps`) gives the trainer's
+  `clip_fraction` metric (alp_jax/train/clipping.py), as for the relative clip of AdamW.
 - State is float32 whatever the parameter dtype (icefall: float32 too); updates are cast to the parameter dtype.
 """
 from __future__ import annotations
@@ -56,6 +57,7 @@ class ScaledAdamState(NamedTuple):
   grad_norms: jax.Array        # (clipping_update_period,): normalized gradient norms of recent steps
   norm_threshold: jax.Array    # (): clipping threshold; inf until first estimated
   clip_factor: jax.Array       # (): the factor the last step's gradients were scaled by
+  clipped_steps: jax.Array     # int32 (): updates whose gradients were scaled down (factor < 1)
 
 
 def _is_scalar(p) -> bool:
@@ -93,7 +95,8 @@ def scaled_adam(learning_rate: float | optax.Schedule = 0.045, *, b1: float = 0.
         scale_exp_avg_sq=jax.tree.map(lambda _: jnp.zeros((), jnp.float32), params),
         grad_norms=jnp.zeros((clipping_update_period,), jnp.float32),
         norm_threshold=jnp.full((), jnp.inf, jnp.float32),
-        clip_factor=jnp.ones((), jnp.float32))
+        clip_factor=jnp.ones((), jnp.float32),
+        clipped_steps=jnp.zeros((), jnp.int32))
 
   def clip(grads, state, step):
     """-> (clipped gradient leaves, grad_norms, norm_threshold, factor)."""
@@ -164,7 +167,8 @@ def scaled_adam(learning_rate: float | optax.Schedule = 0.045, *, b1: float = 0.
     tree = lambda key: jax.tree.unflatten(treedef, outs[key])
     new_state = ScaledAdamState(count=optax.safe_increment(step), exp_avg_sq=tree("v"), momentum=tree("m"),
                                 param_rms=tree("rms"), scale_grads=tree("sg"), scale_exp_avg_sq=tree("sv"),
-                                grad_norms=grad_norms, norm_threshold=norm_threshold, clip_factor=factor)
+                                grad_norms=grad_norms, norm_threshold=norm_threshold, clip_factor=factor,
+                                clipped_steps=state.clipped_steps + (factor < 1.0).astype(jnp.int32))
     return tree("update"), new_state
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -34,6 +34,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.train import clipping
 from alp_jax.train import freeze
 from alp_jax.train import optimizer as optimizer_lib
 
@@ -181,6 +182,9 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
       new_state["params_avg"] = update_average(state["params_avg"], new_state["params"], step + 1, period)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(step),
                    nonfinite=nonfinite.astype(jnp.float32), first_nonfinite_step=first.astype(jnp.float32))
+    fraction = clipping.clip_fraction(new_state["opt_state"])  # relative clipping: share of steps clipped so far
+    if fraction is not None:
+      metrics["clip_fraction"] = fraction
     return new_state, metrics
 
   batch_sharding = sharding_lib.batch_sharding(mesh)
