@@ -73,7 +73,7 @@ def test_cache_reuses_embeddings(tmp_path, encoder_dir, task_dir):
           "--cache-dir", str(tmp_path / "cache"))
   first = _run(tmp_path, "c1", *args)
   second = _run(tmp_path, "c2", *args)
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+  assert len(list((tmp_path / "cache").glob("*/train.pooled"))) == 1
   assert second["results"][0]["embed_seconds"] == 0.0
   assert first["results"][0]["value"] == second["results"][0]["value"]
 
