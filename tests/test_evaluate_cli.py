@@ -224,10 +224,10 @@ def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   test_paths = {str(e.path) for e in tasks.read_task(task_dir).splits["test"]}
   assert set(run.embed_memo) == test_paths
   calls = []
-  encode = run.encoder.embed
-  run.encoder.embed = lambda *a: calls.append(a) or encode(*a)
+  encode = run.encoder.encode_windows
+  run.encoder.encode_windows = lambda *a, **k: calls.append(a) or encode(*a, **k)
   assert zero_shot.evaluate_task(run, task_dir, log=None) == [row] and not calls
-  run.encoder.embed = encode
+  run.encoder.encode_windows = encode
   # Reference: the model's own evaluation forward, each test clip as one window.
   test, audio, mask = _test_clips(task_dir)
   expected_audio, _ = model.embed_audio(jnp.asarray(audio), jnp.asarray(mask))

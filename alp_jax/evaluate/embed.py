@@ -29,8 +29,8 @@ is whole, so a killed run is never read back as a whole store. A frames store al
 encoder fingerprint hashes the exported settings and every parameter's bytes (or is the encoder's own
 `fingerprint()`, as baselines give), the files fingerprint each file's path, size and mtime, so another checkpoint
 or changed files never reuse stale embeddings. In-memory clips (Example.audio, e.g. TFDS records) are decoded by
-their loader and fingerprinted by their key. Without a cache dir the stores go to a temporary folder that is
-deleted when nothing refers to them any more.
+their loader and fingerprinted by their key. Without a cache dir the stores go to a temporary folder ($TMPDIR,
+/tmp by default) that is deleted when nothing refers to them any more.
 
 memo (a dict shared between calls with the same encoder): clip key (path) -> (SplitStore, row) or the reason it is
 unusable, so a clip shared by several tasks, or a test split read by zero-shot, retrieval and captioning, is
@@ -162,17 +162,15 @@ def _embed_file(encoder, example: tasks_lib.Example) -> tuple[np.ndarray, np.nda
   return np.asarray(pooled, np.float32), frames
 
 
-def store_folder(cache_dir: str | os.PathLike, task: tasks_lib.Task, fingerprint: str, split: str, kind: str
-                 ) -> Path:
-  """CACHE_DIR/TASK-ENCODERHASH-FILESHASH/SPLIT.KIND (module docstring)."""
+def cache_folder(cache_dir: str | os.PathLike, task: tasks_lib.Task, fingerprint: str) -> Path:
+  """CACHE_DIR/TASK-ENCODERHASH-FILESHASH, which holds the task's SPLIT.KIND stores (module docstring)."""
   safe_name = re.sub(r"[^\w.-]", "_", task.name)   # TFDS names hold "/" and ":"
-  return Path(cache_dir) / f"{safe_name}-{fingerprint[:16]}-{_files_fingerprint(task)[:12]}" / f"{split}.{kind}"
+  return Path(cache_dir) / f"{safe_name}-{fingerprint[:16]}-{_files_fingerprint(task)[:12]}"
 
 
-def _cached(cache_dir, task, fingerprint, split, frames: bool) -> embed_store.SplitStore | None:
-  kinds = (FRAMES,) if frames else (POOLED, FRAMES)
-  for kind in kinds:
-    store = embed_store.open_store(store_folder(cache_dir, task, fingerprint, split, kind))
+def _cached(folder: Path, split: str, frames: bool) -> embed_store.SplitStore | None:
+  for kind in (FRAMES,) if frames else (POOLED, FRAMES):
+    store = embed_store.open_store(folder / f"{split}.{kind}")
     if store is not None:
       return store
   return None
@@ -205,15 +203,14 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
   windows_per_batch: windows per encoder call (one compiled shape). log: progress lines, or None.
   """
   memo = {} if memo is None else memo
-  if cache_dir is not None:
-    fingerprint = fingerprint or encoder_fingerprint(encoder)
+  entry = None if cache_dir is None else cache_folder(cache_dir, task, fingerprint or encoder_fingerprint(encoder))
   kind = FRAMES if frames else POOLED
   total = sum(len(examples) for examples in task.splits.values())
   t0 = last_report = time.monotonic()
   done, computed, all_cached = 0, 0, True
   splits, skipped = {}, []
   for split, examples in task.splits.items():
-    store = _cached(cache_dir, task, fingerprint, split, frames) if cache_dir is not None else None
+    store = _cached(entry, split, frames) if entry is not None else None
     if store is not None:
       if log:
         log(f"[embed] {task.name}: {split} embeddings from cache {store.folder}")
@@ -221,8 +218,7 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
       skipped += store.skipped
       continue
     all_cached = False
-    folder = (store_folder(cache_dir, task, fingerprint, split, kind) if cache_dir is not None
-              else _temporary_folder(split, kind))
+    folder = entry / f"{split}.{kind}" if entry is not None else _temporary_folder(split, kind)
     writer = embed_store.Writer(folder, frames=frames)
     batcher = clip_batches.ClipBatcher(encoder, windows_per_batch=windows_per_batch, frames=frames)
     batched = hasattr(encoder, "encode_windows")
@@ -267,7 +263,7 @@ def embed_task(encoder, task: tasks_lib.Task, *, cache_dir: str | os.PathLike | 
     if not rows:
       raise tasks_lib.TaskFormatError(f"{task.directory}: no clip of the {split} split could be decoded")
     store = writer.finish()
-    if cache_dir is None:   # the temporary folder goes when nothing refers to the store any more
+    if entry is None:   # the temporary folder goes when nothing refers to the store any more
       weakref.finalize(store, shutil.rmtree, str(folder.parent), True)
     memo.update({key: (store, row) for row, key in enumerate(rows)})
     memo.update(dict(reasons))
