@@ -7,6 +7,7 @@ Legend: N kept clips, T_i valid frames of clip i, F = sum_i T_i, D frame width, 
   store.skip(key, reason)
   split = store.finish()                                 # -> SplitStore (memory-mapped)
   split = embed_store.open_store(folder)                 # None when absent or never finished
+  split.pooled (N, P) float32, split.frames (ClipFrames), split.kept, split.skipped
 
 A store is a folder:
   pooled.f16    (N, P) float16, row i = the i-th kept clip
@@ -17,7 +18,9 @@ A store is a folder:
 The writer fills FOLDER.tmp-PID-HEX (any earlier FOLDER.tmp-* of a dead process is removed first), flushes and
 fsyncs the arrays, writes complete.json, then renames the folder to FOLDER. A killed run leaves only a .tmp-*
 folder, which `open_store` never reads: a half-written store is never taken for a whole one. float16 keeps the
-store at half the size of float32 (relative rounding <= 2^-11); readers get float32 back.
+store at half the size of float32 (relative rounding <= 2^-11); readers get float32 back. Pooled vectors are
+memory-mapped; frames are read clip by clip with pread, so going through every clip's frames (the attention
+probe's standardiser, an epoch) leaves them in the page cache, not in the reader's resident memory.
 
 `SplitStore.frames` is a read-only sequence of per-clip (T_i, D) float32 arrays (ClipFrames), read from the
 memory map on demand: `frames[i]`, `frames[a:b]` (a list), `len(frames)`, `frames.lengths`,
@@ -125,7 +128,7 @@ class SplitStore:
     self.pooled16 = _map(self.folder / "pooled.f16", (meta["num_clips"], meta["pooled_width"]))
     self._frames = None
     if self.has_frames:
-      flat = _map(self.folder / "frames.f16", (int(self.lengths.sum()), meta["frame_width"]))
+      flat = _FileRows(self.folder / "frames.f16", (int(self.lengths.sum()), meta["frame_width"]))
       self._frames = ClipFrames(flat, self.lengths)
 
   @property
@@ -139,6 +142,26 @@ class SplitStore:
       raise ValueError(f"{self.folder} holds pooled vectors only (embedded for mean probes): embed the task with "
                        f"frames=True for frame-level use")
     return self._frames
+
+
+class _FileRows:
+  """(F, D) float16 rows of a file, read with pread on demand: `rows[a:b]` -> (b - a, D). Not a memory map, so
+  the frames a reader goes through stay in the page cache instead of counting as this process's memory."""
+
+  def __init__(self, path: Path, shape: tuple[int, int]):
+    self.path, self.shape = path, shape
+    self._fd = os.open(path, os.O_RDONLY)
+    weakref.finalize(self, os.close, self._fd)
+
+  def __getitem__(self, rows: slice) -> np.ndarray:
+    start, stop, _ = rows.indices(self.shape[0])
+    width = self.shape[1]
+    count = max(0, stop - start) * width * 2
+    data = os.pread(self._fd, count, start * width * 2) if count else b""
+    if len(data) != count:
+      raise ValueError(f"{self.path}: {len(data)} bytes where rows {start}..{stop} need {count}: the store is "
+                       f"damaged; delete its folder {self.path.parent} to embed again")
+    return np.frombuffer(data, np.float16).reshape(-1, width)
 
 
 def _map(path: Path, shape: tuple[int, int]) -> np.ndarray:
