@@ -198,3 +198,75 @@ def test_frame_probe_learns_synthetic_events_and_noise_stays_low():
   assert noise["psds1"] < 0.2 and noise["event_f1"] < 0.3
   assert learned["num_fit"] + learned["num_valid"] == 24 and learned["num_test"] == 10
   assert learned["test_posteriors"]["c0"].shape == (500, 2)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The `sed` evaluation end to end: tone bursts, the log-mel baseline's 25 Hz frames, the CLI.
+
+TONES = {"beep": 1000.0, "whistle": 3000.0}
+
+
+def write_sed_task(out, train: int = 12, test: int = 6, seconds: float = 8.0, seed: int = 0):
+  """A SED task folder: noisy clips with one or two 1-2 s tone bursts (1 kHz "beep", 3 kHz "whistle") each; one
+  train clip has no event. Returns out."""
+  import soundfile as sf
+  rng = np.random.default_rng(seed)
+  (out / "audio").mkdir(parents=True, exist_ok=True)
+  rate = 16000
+  for split, count in (("train", train), ("test", test)):
+    rows = []
+    for i in range(count):
+      name = f"{split}_{i:02d}.wav"
+      audio = 0.01 * rng.standard_normal(int(seconds * rate))
+      labels = [] if (split == "train" and i == 0) else list(TONES)[:1 + i % 2] if i % 3 else ["whistle"]
+      for label in labels:
+        onset = round(rng.uniform(0.2, seconds - 2.5), 2)
+        offset = round(onset + rng.uniform(1.0, 2.0), 2)
+        t = np.arange(int(onset * rate), int(offset * rate))
+        audio[t] += 0.3 * np.sin(2 * np.pi * TONES[label] * t / rate)
+        rows.append(f"{name}\t{onset}\t{offset}\t{label}\n")
+      if not labels:
+        rows.append(f"{name}\t\t\t\n")
+      sf.write(out / "audio" / name, audio.astype(np.float32), rate)
+    (out / f"{split}.tsv").write_text(HEADER + "".join(rows))
+  (out / "task.json").write_text(json.dumps({"audio_dir": "audio"}))
+  return out
+
+
+def test_sed_folders_are_their_own_task_kind_and_other_folders_are_refused(tmp_path, capsys, monkeypatch):
+  from alp_jax.evaluate import evaluator
+  from alp_jax.evaluate.__main__ import main, suites
+  assert "sed" in suites()["study"] and "sed" in suites()["default"]
+  _write(tmp_path / "sed", "train.tsv", HEADER + "a.wav\t0\t1\tdog\n")
+  _write(tmp_path / "sed", "test.tsv", HEADER + "b.wav\t0\t1\tdog\n")
+  found = evaluator.read_tasks([tmp_path / "sed"])
+  assert [t.name for t in found[evaluator.SED]] == ["sed"] and not found[evaluator.PROBE]
+  # A probe task folder with the SED evaluation named directly is refused, naming what a SED task holds.
+  _write(tmp_path / "probe", "train.csv", "path,label\na.wav,x\n")
+  _write(tmp_path / "probe", "test.csv", "path,label\nb.wav,x\n")
+  assert main(["--baseline", "logmel-stats", "--task-dir", str(tmp_path / "probe"), "--suite", "sed",
+               "--out", str(tmp_path / "o.json")]) == 2
+  assert "test.tsv: filename, onset, offset, event_label" in capsys.readouterr().err
+  # Without sed_scores_eval the metrics say what to install.
+  monkeypatch.setitem(__import__("sys").modules, "sed_scores_eval", None)
+  with pytest.raises(sed_metrics.MissingSedLibrary, match=r"alp_jax\[sed\]"):
+    sed_metrics.library()
+
+
+@pytest.mark.slow
+def test_sed_suite_on_tone_bursts_from_the_cli(tmp_path, capsys):
+  from alp_jax.evaluate.__main__ import main
+  task_dir = write_sed_task(tmp_path / "tones")
+  out = tmp_path / "results.json"
+  assert main(["--baseline", "logmel-stats", "--task-dir", str(task_dir), "--suite", "sed", "--out", str(out)]) == 0
+  result = json.loads(out.read_text())
+  rows = {row["metric"]: row for row in result["results"]}
+  assert set(rows) == {"psds1", "event_f1"} and all(r["method"] == "frame_linear" for r in rows.values())
+  # Pure tones in faint noise: a linear read-out of log-mel frames finds them.
+  assert rows["psds1"]["value"] > 0.5 and rows["event_f1"]["value"] > 0.5
+  for row in rows.values():
+    low, high = row["interval"]
+    assert low <= row["value"] <= high
+    assert row["num_classes"] == 2 and row["probe"]["num_test"] == 6 and row["probe"]["scored_classes"] == 2
+  assert result["protocol"]["sed"]["psds1"]["dtc_threshold"] == 0.7
+  assert "[sed] tones frame_linear: psds1" in capsys.readouterr().out

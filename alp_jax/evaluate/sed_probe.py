@@ -10,7 +10,8 @@ Protocol (fixed; docs/evaluation.md, "Sound event detection"):
      as rows (probe.fit: AdamW, zero init, features standardised with the training frames' statistics, minibatches
      of `batch_size` frames from seeded shuffles, S = max(min_steps, epochs * ceil(F / batch_size)));
   3. learning rate x weight decay grid, each trained on the fit clips and scored by PSDS1 on the validation clips
-     (valid.tsv, else a seeded `valid_fraction` of the train clips); the first best in grid order wins;
+     (valid.tsv, else a seeded `valid_fraction` of the train clips), ties broken by their event F1; the first best
+     in grid order wins;
   4. retrain on train + valid, and score the test clips' frame posteriors: PSDS1 and collar-based event F1
      (alp_jax/evaluate/sed_metrics.py), each with a percentile-bootstrap interval over test clips.
 No post-processing (median filter) of the posteriors: PSDS is threshold-independent and scores them directly.
@@ -109,7 +110,7 @@ def train_and_evaluate(train: list[FrameClip], test: list[FrameClip], classes: l
   """The protocol (module docstring) on clips' frames. valid=None: a seeded share of `train` is the validation set.
 
   -> {"psds1", "event_f1", "psds1_interval", "event_f1_interval", "learning_rate", "weight_decay" (chosen),
-      "grid": [{"learning_rate", "weight_decay", "valid": PSDS1}], "steps", "num_fit", "num_valid", "num_test"
+      "grid": [{"learning_rate", "weight_decay", "valid": PSDS1, "valid_event_f1"}], "steps", "num_fit", "num_valid", "num_test"
       (clips), "num_test_frames", "scored_classes", "test_posteriors": {clip id: (T, C)}}
   """
   if valid is None:
@@ -124,11 +125,12 @@ def train_and_evaluate(train: list[FrameClip], test: list[FrameClip], classes: l
                               config=config)
       found = posteriors(params, mean, std, valid_clips, config.batch_size)
       try:
-        valid_psds = _score(found, valid_clips, classes, config, resamples=0)["psds1"]
+        valid = _score(found, valid_clips, classes, config, resamples=0)
       except ValueError as e:
         raise ValueError(f"validation clips ({len(valid_clips)}): {e}; give a valid.tsv with events") from None
-      grid.append({"learning_rate": learning_rate, "weight_decay": weight_decay, "valid": valid_psds})
-      if best is None or valid_psds > best["valid"]:
+      grid.append({"learning_rate": learning_rate, "weight_decay": weight_decay, "valid": valid["psds1"],
+                   "valid_event_f1": valid["event_f1"]})
+      if best is None or (valid["psds1"], valid["event_f1"]) > (best["valid"], best["valid_event_f1"]):
         best = grid[-1]
   trainval = fit_clips + valid_clips
   params, mean, std = fit(trainval, classes, learning_rate=best["learning_rate"], weight_decay=best["weight_decay"],

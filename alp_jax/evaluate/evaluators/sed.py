@@ -43,5 +43,6 @@ class SedEvaluator(evaluator.Evaluator):
                     "interval": f"percentile bootstrap over test clips, {self.probe_config.interval_resamples} "
                                 f"resamples, level {self.probe_config.interval_level}",
                     "selection": "valid.tsv if present, else a seeded valid_fraction of the train clips (seed 0); "
-                                 "PSDS1 on the validation clips, first best in grid order; retrain on train+valid",
+                                 "PSDS1 on the validation clips (ties: event F1), first best in grid order; "
+                                 "retrain on train+valid",
                     "library": "sed_scores_eval"}}
