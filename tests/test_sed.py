@@ -150,6 +150,11 @@ def test_wrapper_equals_sed_scores_eval_called_directly():
   assert 0.0 < psds < 1.0 and 0.0 < f1["macro_average"] < 1.0
   assert ours["psds1"] == pytest.approx(psds, abs=1e-12)
   assert ours["event_f1"] == pytest.approx(f1["macro_average"], abs=1e-12)
+  # The bootstrap's F1 from per-clip counts (each clip scored alone) sums back to the library's F1 on all clips.
+  clips = sorted(frames)
+  counts = sed_metrics.event_f1_counts(frames, events, clips, classes)   # (N,C,3)
+  assert counts[..., 2].sum() == sum(len(v) for v in events.values())
+  assert sed_metrics.macro_f1_from_counts(counts.sum(axis=0)) == pytest.approx(f1["macro_average"], abs=1e-12)
 
 
 def test_bootstrap_interval_brackets_value_and_is_seeded():

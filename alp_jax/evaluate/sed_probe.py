@@ -74,7 +74,8 @@ class FrameClip:
 def _stack(clips: list[FrameClip], classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
   """-> frames (F, D), targets (F, C) of all clips, in order."""
   return (np.concatenate([c.frames for c in clips]).astype(np.float32),
-          np.concatenate([sed_tasks.frame_targets(c.events, classes, len(c.frames), c.duration) for c in clips]))
+          np.concatenate([sed_tasks.frame_targets(c.events, classes, len(c.frames), c.duration)
+                          for c in clips]))
 
 
 def fit(clips: list[FrameClip], classes: list[str], *, learning_rate: float, weight_decay: float,
@@ -110,8 +111,8 @@ def train_and_evaluate(train: list[FrameClip], test: list[FrameClip], classes: l
   """The protocol (module docstring) on clips' frames. valid=None: a seeded share of `train` is the validation set.
 
   -> {"psds1", "event_f1", "psds1_interval", "event_f1_interval", "learning_rate", "weight_decay" (chosen),
-      "grid": [{"learning_rate", "weight_decay", "valid": PSDS1, "valid_event_f1"}], "steps", "num_fit", "num_valid", "num_test"
-      (clips), "num_test_frames", "scored_classes", "test_posteriors": {clip id: (T, C)}}
+      "grid": [{"learning_rate", "weight_decay", "valid": PSDS1, "valid_event_f1"}], "steps", "num_fit",
+      "num_valid", "num_test" (clips), "num_test_frames", "scored_classes", "test_posteriors": {clip id: (T, C)}}
   """
   if valid is None:
     fit_rows, valid_rows = tasks_lib.validation_split(len(train), config.valid_fraction, seed=0)

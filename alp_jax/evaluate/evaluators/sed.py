@@ -2,8 +2,8 @@
 PSDS1 and collar-based event F1 (each with a 95% bootstrap interval over test clips), on SED task folders
 (train.tsv / test.tsv: filename, onset, offset, event_label; alp_jax/evaluate/sed_tasks.py).
 
-  config.evaluators.sed = ConfigDict(type="sed", task_dirs=(DIR, ...), every=N)
-  python -m alp_jax.evaluate ... --task-dir SED_TASK_DIR --suite sed [--seed S] [--cache-dir DIR]
+  config.evaluators.sed = ConfigDict(type="sed", task_dirs=(DIR, ...), every=N, sed_resamples=0)
+  python -m alp_jax.evaluate ... --task-dir SED_TASK_DIR --suite sed [--seed S] [--cache-dir DIR] [--sed-resamples R]
 
 Metric names in training: TASK/psds1 and TASK/event_f1. The protocol is fixed and seeded
 (alp_jax/evaluate/sed_probe.py); the metrics need the `sed` extra (sed_scores_eval).
@@ -26,7 +26,8 @@ class SedEvaluator(evaluator.Evaluator):
 
   def __init__(self, config, eval_cfg, **kwargs):
     super().__init__(config, eval_cfg, **kwargs)
-    self.probe_config = sed_probe.SedProbeConfig(seed=eval_cfg.get("seed", 0))
+    self.probe_config = sed_probe.SedProbeConfig(
+        seed=eval_cfg.get("seed", 0), interval_resamples=eval_cfg.get("sed_resamples", sed_metrics.INTERVAL_RESAMPLES))
 
   def rows(self, model, tasks):
     if tasks:
