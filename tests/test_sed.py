@@ -275,3 +275,25 @@ def test_sed_suite_on_tone_bursts_from_the_cli(tmp_path, capsys):
     assert row["num_classes"] == 2 and row["probe"]["num_test"] == 6 and row["probe"]["scored_classes"] == 2
   assert result["protocol"]["sed"]["psds1"]["dtc_threshold"] == 0.7
   assert "[sed] tones frame_linear: psds1" in capsys.readouterr().out
+
+
+def test_demo_sed_task_labels_where_the_events_were_placed(tmp_path):
+  import shutil
+  import soundfile as sf
+  from alp_jax.demo import sed_task
+  if shutil.which("sox") is None:
+    pytest.skip("needs sox (make sysdeps)")
+  out = sed_task.build_demo_sed_task(tmp_path / "sed", clips=4, seed=5, workers=2, quiet=True)
+  task = sed_tasks.read_sed_task(out)
+  assert task.classes == sorted(sed_task.EVENT_CLASSES)
+  assert sum(len(clips) for clips in task.splits.values()) == 4 and len(task.splits["test"]) == 1
+  for clip in task.splits["train"] + task.splits["test"]:
+    audio, rate = sf.read(clip.path)
+    assert rate == 16000 and len(audio) == 8 * 16000 and clip.events
+    inside = np.zeros(len(audio), bool)
+    for event in clip.events:
+      inside[int(event.onset * rate):int(event.offset * rate)] = True
+    # The labelled spans are where the sound is: the background sits 15-25 dB under the events.
+    assert np.sqrt(np.mean(audio[inside] ** 2)) > 3 * np.sqrt(np.mean(audio[~inside] ** 2))
+  again = sed_task.build_demo_sed_task(tmp_path / "sed", clips=4, seed=5, quiet=True)   # reused, same labels
+  assert (again / "test.tsv").read_text() == (out / "test.tsv").read_text()
