@@ -21,7 +21,7 @@ setup: venv sysdeps
 
 venv: $(STAMP)
 
-# The exact locked versions (runtime + tensorboard, tfds and test extras), then the accelerator's jax build at
+# The exact locked versions (runtime + tensorboard, tfds, sed and test extras), then the accelerator's jax build at
 # the locked jax version, then this checkout itself (editable, no dependency resolution).
 $(STAMP): requirements.txt pyproject.toml
 	@case "$(ACCEL)" in cpu|cuda12|tpu) ;; *) echo "ALP_ACCELERATOR must be cuda12 or tpu (or unset for CPU), not '$(ACCEL)'" >&2; exit 2;; esac
@@ -39,7 +39,7 @@ LOCK_ARGS ?=
 lock:
 	@test -x /tmp/alp-uv/bin/uv || ($(PYTHON) -m venv /tmp/alp-uv && /tmp/alp-uv/bin/pip install -q uv)
 	/tmp/alp-uv/bin/uv pip compile pyproject.toml --python-version 3.11 --extra tensorboard --extra tfds \
-	    --extra test -o requirements.txt $(LOCK_ARGS)
+	    --extra sed --extra test -o requirements.txt $(LOCK_ARGS)
 
 # Installs missing system packages with apt-get when root (else prints the apt-get line and fails if a required
 # one is missing); never a dependency of the test targets.

@@ -4,7 +4,7 @@
                              | --baseline logmel-stats)
       --task-dir DIR [--task-dir DIR ...] [--suite NAME[,NAME...]] [--pooling mean|attention|both]
       --out results.json [--seed 0] [--cache-dir DIR] [--beam-sizes 1,4] [--lit-config CONFIG --lit-steps N]
-      [--layer last|K|patch]
+      [--layer last|K|patch] [--sed-resamples 100]
 
 --encoder      an exported encoder (python -m alp_jax.export).
 --workdir      a training run: its latest (or --step) checkpoint; its encoder for the probes, and its text side
@@ -16,19 +16,22 @@
                Probes only: every other evaluation is skipped with the reason.
 --layer        the encoder layer the probes embed with: "last" (default, the encoder's output), K (block K's raw
                output, 0-based) or "patch" (before block 0); alp_jax/encoder_api.py. Probes only (--suite probe).
---task-dir     a probe task (train.csv/test.csv: path,label) or a caption task (train.jsonl/test.jsonl: id,
-               audio, captions); docs/evaluation.md.
+--task-dir     a probe task (train.csv/test.csv: path,label), a caption task (train.jsonl/test.jsonl: id,
+               audio, captions) or a SED task (train.tsv/test.tsv: filename, onset, offset, event_label);
+               docs/evaluation.md.
 --suite        evaluators by name, or suites, comma-separated (default "default"). Every registered evaluator
                (alp_jax/evaluate/evaluators/, one file each) is a name here; each declares what it needs and
                which suites it is in, and one that cannot apply is skipped with the reason (an error if named):
                  probe       linear probes (mean and/or attention pooling) on probe tasks
+                 sed         sound event detection: a frame-level linear probe on SED tasks, PSDS1 and event F1
+                             (needs the `sed` extra: sed_scores_eval)
                  zero_shot   probe tasks' test splits by the run's text side (--workdir)
                  retrieval   caption tasks, a2t/t2a R@1/5/10, mAP@10 (--workdir)
                  captioning  caption tasks, greedy/beam BLEU-1..4, ROUGE-L, CIDEr-D (--workdir, with a decoder)
                  lit         LiT-style alignment: freeze the audio encoder, train the text side on each caption
                              task's train split, then retrieval and captioning on its test split
-                 default     probe, zero_shot, retrieval, captioning (those the source allows)
-                 study       probe and lit (the study's probes and LiT-style alignment)
+                 default     probe, sed, zero_shot, retrieval, captioning (those the source and tasks allow)
+                 study       probe, sed and lit (the study's probes and LiT-style alignment)
                  all         every evaluator that applies
 Prints a table (task, metric, method, value, and the 95% interval where there is one) and writes values plus the
 full protocol to --out.
@@ -51,6 +54,7 @@ from alp_jax.data import paths
 from alp_jax.evaluate import baselines
 from alp_jax.evaluate import evaluator as evaluator_lib
 from alp_jax.evaluate import run_model as run_model_lib
+from alp_jax.evaluate import sed_metrics
 from alp_jax.evaluate import tasks as tasks_lib
 from alp_jax.evaluate import tfds_tasks
 from alp_jax.train import evaluators as registry
@@ -168,6 +172,7 @@ def options_from_args(args, out: Path) -> ml_collections.ConfigDict:
       "beam_sizes": tuple(int(b) for b in args.beam_sizes.split(",") if b.strip()),
       "lit_config": args.lit_config, "lit_steps": args.lit_steps, "lit_batch_size": args.lit_batch_size,
       "lit_dir": args.lit_dir or str(out.parent / f"{out.stem}_lit"),
+      "sed_resamples": args.sed_resamples,
   })
 
 
@@ -204,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lit-steps", type=int, default=400, help="LiT: training steps per caption task")
   parser.add_argument("--lit-batch-size", type=int, default=32, help="LiT: global batch (a multiple of devices)")
   parser.add_argument("--lit-dir", default=None, help="LiT: where its runs go (default: next to --out)")
+  parser.add_argument("--sed-resamples", type=int, default=sed_metrics.INTERVAL_RESAMPLES,
+                      help="SED: bootstrap resamples of the PSDS1/F1 intervals (0: none; each rebuilds the PSD-ROC)")
   args = parser.parse_args(argv)
   if not args.task_dir and not args.tfds:
     parser.error("give at least one --task-dir or --tfds")
@@ -236,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
       kind = evaluator.task_kind
       rows += evaluator.rows(model, tasks[kind] if kind else [])
       protocol.update(evaluator.protocol())
-  except (FileNotFoundError, tasks_lib.TaskFormatError, run_model_lib.MissingHead, UsageError) as e:
+  except (FileNotFoundError, tasks_lib.TaskFormatError, run_model_lib.MissingHead, UsageError,
+          sed_metrics.MissingSedLibrary) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   results = {

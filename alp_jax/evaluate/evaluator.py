@@ -5,7 +5,8 @@ An evaluator is a class in its own file under alp_jax/evaluate/evaluators/, regi
   needs       model parts it needs all of (capabilities, alp_jax/models/encoders.py: audio_encoder, text_tower,
               caption_decoder, classifier; and run_model.AUDIO_FEATURES, what a classical baseline has)
   needs_any   model parts it needs at least one of (zero-shot works with a text tower or a caption decoder)
-  task_kind   the task folders it reads: PROBE (train/test.csv: path,label), CAPTION (train/test.jsonl), or None
+  task_kind   the task folders it reads: PROBE (train/test.csv: path,label), CAPTION (train/test.jsonl), SED
+              (train/test.tsv: filename, onset, offset, event_label), or None
   suites      the CLI suites it belongs to besides "all" (e.g. "default", "study")
   cli         False for evaluators that only make sense inside a training run (validation_loss)
 and computes rows: `rows(model, tasks) -> [{"task", "metric", "method", "value", ...}]`, where `model` is a
@@ -26,10 +27,11 @@ import ml_collections
 
 from alp_jax.evaluate import caption_tasks
 from alp_jax.evaluate import run_model as run_model_lib
+from alp_jax.evaluate import sed_tasks
 from alp_jax.evaluate import tasks as tasks_lib
 from alp_jax.models import encoders
 
-PROBE, CAPTION = "probe", "caption"
+PROBE, CAPTION, SED = "probe", "caption", "sed"
 TEXT_SIDE = frozenset({encoders.TEXT_TOWER, encoders.CAPTION_DECODER})   # a text tower or a caption decoder
 # Per-clip audio features: an audio encoder, or a classical baseline (alp_jax/evaluate/baselines.py).
 AUDIO_FEATURES = frozenset({encoders.AUDIO_ENCODER, run_model_lib.AUDIO_FEATURES})
@@ -38,24 +40,30 @@ AUDIO_FEATURES = frozenset({encoders.AUDIO_ENCODER, run_model_lib.AUDIO_FEATURES
 def by_method(row: dict) -> str:
   """TASK, or TASK_likelihood for rows scored by the caption decoder (zero-shot, retrieval)."""
   return row["task"] + ("_likelihood" if row["method"].endswith("likelihood") else "")
-TASK_FILES = {PROBE: "test.csv: path,label", CAPTION: "test.jsonl: id, audio, captions"}
+TASK_FILES = {PROBE: "test.csv: path,label", CAPTION: "test.jsonl: id, audio, captions",
+              SED: "test.tsv: filename, onset, offset, event_label"}
 
 
 def read_tasks(task_dirs: Iterable) -> dict[str, list]:
-  """{PROBE: [Task], CAPTION: [CaptionTask]} from task folders (a tasks.Task passes through); a folder that is
-  neither is a TaskFormatError naming what is missing."""
-  found = {PROBE: [], CAPTION: []}
+  """{PROBE: [Task], CAPTION: [CaptionTask], SED: [SedTask]} from task folders (a tasks.Task or sed_tasks.SedTask
+  passes through); a folder that is none of them is a TaskFormatError naming what is missing."""
+  found = {PROBE: [], CAPTION: [], SED: []}
   for task_dir in task_dirs:
     has = lambda ext: any((Path(task_dir) / f"{split}.{ext}").exists() for split in tasks_lib.SPLITS)
     if isinstance(task_dir, tasks_lib.Task):
       found[PROBE].append(task_dir)
+    elif isinstance(task_dir, sed_tasks.SedTask):
+      found[SED].append(task_dir)
+    elif has("tsv"):
+      found[SED].append(sed_tasks.read_sed_task(task_dir))
     elif has("jsonl"):
       found[CAPTION].append(caption_tasks.read_caption_task(task_dir))
     elif has("csv"):
       found[PROBE].append(tasks_lib.read_task(task_dir))
     else:
-      raise tasks_lib.TaskFormatError(f"{task_dir} is not a task folder: no test.csv (probe task: path,label) "
-                                      f"and no test.jsonl (caption task: id, audio, captions)")
+      raise tasks_lib.TaskFormatError(f"{task_dir} is not a task folder: no test.csv (probe task: path,label), "
+                                      f"no test.jsonl (caption task: id, audio, captions) and no test.tsv (SED "
+                                      f"task: filename, onset, offset, event_label)")
   return found
 
 

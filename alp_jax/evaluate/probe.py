@@ -139,6 +139,7 @@ def pad_frames(frames: list[np.ndarray], length: int | None = None) -> dict[str,
   return {"frames": padded, "mask": mask}
 
 
+<<<<<<< HEAD
 def _as_clips(data: dict) -> dict:
   if "frames" in data:
     return {"clips": embed_store.ClipFrames.from_padded(data["frames"], data["mask"])}
@@ -160,12 +161,21 @@ def _standardiser(train: dict) -> tuple[np.ndarray, np.ndarray]:
     count = int(clips.lengths.sum())
     mean = sum(chunk.sum(axis=0, dtype=np.float64) for chunk in chunks()) / count
     std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in chunks()) / count)
+=======
+def standardiser(train: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+  values = train["features"] if "features" in train else train["frames"][train["mask"]]   # (rows, D)
+  mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+>>>>>>> sed
   std = np.where(std < 1e-6, 1.0, std)   # constant dimensions stay constant (zero) instead of blowing up
   return mean.astype(np.float32), std.astype(np.float32)
 
 
+<<<<<<< HEAD
 def _standardise(data: dict, mean: np.ndarray, std: np.ndarray) -> dict:
   """Features standardised now; clips carry mean and std, applied per minibatch on the device."""
+=======
+def standardise(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+>>>>>>> sed
   if "features" in data:
     return {"features": (data["features"] - mean) / std}
   return {"clips": data["clips"], "mean": mean, "std": std}
@@ -274,12 +284,12 @@ _predict = jax.jit(apply)
 
 
 @dataclasses.dataclass(frozen=True)
-class _Schedule:
+class Schedule:
   batch_size: int
   steps: int
 
   @classmethod
-  def for_examples(cls, num_examples: int, config: ProbeConfig) -> "_Schedule":
+  def for_examples(cls, num_examples: int, config: ProbeConfig) -> "Schedule":
     batch_size = min(config.batch_size, num_examples)
     return cls(batch_size, max(config.min_steps, config.epochs * -(-num_examples // batch_size)))
 
@@ -299,7 +309,7 @@ class _Schedule:
 
 
 def fit(data: dict[str, np.ndarray], targets: np.ndarray, rows: np.ndarray, *, learning_rate: float,
-        weight_decay: float, num_classes: int, multi_label: bool, schedule: _Schedule,
+        weight_decay: float, num_classes: int, multi_label: bool, schedule: Schedule,
         config: ProbeConfig) -> dict[str, jax.Array]:
   """Probe parameters trained on `rows` of `data` (standardised features) with one grid setting."""
   pooling = MEAN if "features" in data else ATTENTION
@@ -357,10 +367,17 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
     trainval = _concat(train, valid[0])
     trainval_targets = np.concatenate([train_targets, valid[1]])
     fit_rows, valid_rows = np.arange(len(train_targets)), np.arange(len(train_targets), len(trainval_targets))
+<<<<<<< HEAD
   schedule = _Schedule.for_examples(len(trainval_targets), config)
+=======
+  if pooling == ATTENTION and test["frames"].shape[1] != trainval["frames"].shape[1]:
+    length = max(test["frames"].shape[1], trainval["frames"].shape[1])
+    trainval, test = _pad_to(trainval, length), _pad_to(test, length)
+  schedule = Schedule.for_examples(len(trainval_targets), config)
+>>>>>>> sed
   common = dict(num_classes=num_classes, multi_label=multi_label, schedule=schedule, config=config)
-  mean, std = _standardiser(_take(trainval, fit_rows))
-  fit_data = _standardise(trainval, mean, std)
+  mean, std = standardiser(_take(trainval, fit_rows))
+  fit_data = standardise(trainval, mean, std)
   valid_data, valid_targets = _take(fit_data, valid_rows), trainval_targets[valid_rows]
   grid, best = [], None
   for learning_rate in config.learning_rates:
@@ -372,10 +389,10 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
       if best is None or valid_score > best["valid"]:
         best = grid[-1]
   # Retrain on train + valid, standardised with train + valid statistics.
-  mean, std = _standardiser(trainval)
-  params = fit(_standardise(trainval, mean, std), trainval_targets, np.arange(len(trainval_targets)),
+  mean, std = standardiser(trainval)
+  params = fit(standardise(trainval, mean, std), trainval_targets, np.arange(len(trainval_targets)),
                learning_rate=best["learning_rate"], weight_decay=best["weight_decay"], **common)
-  test_scores = predict(params, _standardise(test, mean, std), schedule.batch_size)
+  test_scores = predict(params, standardise(test, mean, std), schedule.batch_size)
   metric = functools.partial(score, multi_label=multi_label)
   interval = stats.bootstrap_interval(metric, (test_scores, test_targets), resamples=config.interval_resamples,
                                       level=config.interval_level, seed=config.seed)
