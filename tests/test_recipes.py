@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from alp_jax.configs.eval_suites import study
-from alp_jax.evaluate import caption_tasks, recipes, tasks
+from alp_jax.evaluate import caption_tasks, recipes, sed_tasks, tasks
 from alp_jax.evaluate.recipes import __main__ as cli
 
 
@@ -219,6 +219,10 @@ def test_audioset_strong_writes_the_strong_label_tsv(tmp_path):
                            [str(train_clip.absolute()), "0.000", "4.250", "Speech"],
                            [str(train_clip.absolute()), "1.500", "2.000", "Dog"]]
   assert read("test")[1:] == [[str(test_clip.absolute()), "6.100", "9.900", "Dog"]]
+  task = sed_tasks.read_sed_task(tmp_path / "out")   # the SED evaluator reads the folder as written
+  assert list(task.classes) == ["Dog", "Speech"]
+  assert sorted((e.onset, e.offset, e.label) for e in task.splits["train"][0].events) == [(0.0, 4.25, "Speech"),
+                                                                                           (1.5, 2.0, "Dog")]
 
 
 def test_audiocaps_groups_captions_per_clip(tmp_path):

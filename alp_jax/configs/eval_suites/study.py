@@ -34,7 +34,7 @@ TASKS = (
     ("magnatagatune", "magnatagatune", "probe", "mAP [map], top-50 tags", PROBE_PROTOCOL, 0.407),
     ("nsynth", "nsynth_instrument", "probe", "accuracy [accuracy], instrument family", PROBE_PROTOCOL, 67.19),
     ("audioset_strong", "audioset_strong", "sed", "PSDS1 [sed psds1], frame-level probe",
-     "frozen last layer; frame-level linear probe (evaluate/sed_tasks.py, branch sed)", 0.216),
+     "frozen last layer; frame-level linear probe (evaluate/sed_tasks.py, sed_probe.py)", 0.216),
     ("audiocaps", "audiocaps", "caption", "R@1 (text-to-audio, audio-to-text) [retrieval]; ROUGE-L [captioning]",
      LIT_PROTOCOL, None),
     ("paraspeechcaps", "paraspeechcaps", "caption", "R@1 [retrieval]; ROUGE-L [captioning]", LIT_PROTOCOL, None),

@@ -7,7 +7,7 @@
                                      (the names of common AudioSet downloaders), anywhere below SOURCE
 
 Writes TASK_DIR/{train,test}.tsv in the AudioSet/DESED strong-label layout "filename onset offset event_label"
-(the SED task format of alp_jax/evaluate/sed_tasks.py, from the `sed` branch), event labels as display names;
+(the SED task format of alp_jax/evaluate/sed_tasks.py), event labels as display names;
 event times are seconds from the start of the 10-s segment. Splits as released: train -> train, eval -> test.
 """
 from __future__ import annotations
