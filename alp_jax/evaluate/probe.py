@@ -139,7 +139,6 @@ def pad_frames(frames: list[np.ndarray], length: int | None = None) -> dict[str,
   return {"frames": padded, "mask": mask}
 
 
-<<<<<<< HEAD
 def _as_clips(data: dict) -> dict:
   if "frames" in data:
     return {"clips": embed_store.ClipFrames.from_padded(data["frames"], data["mask"])}
@@ -149,7 +148,7 @@ def _as_clips(data: dict) -> dict:
 STATISTICS_CHUNK = 512   # clips per read in the streamed standardiser
 
 
-def _standardiser(train: dict) -> tuple[np.ndarray, np.ndarray]:
+def standardiser(train: dict) -> tuple[np.ndarray, np.ndarray]:
   """Per-dimension mean and std (float64, two passes) of the features, or of every valid frame of the clips."""
   if "features" in train:
     values = train["features"]                                                                 # (N,D)
@@ -161,21 +160,12 @@ def _standardiser(train: dict) -> tuple[np.ndarray, np.ndarray]:
     count = int(clips.lengths.sum())
     mean = sum(chunk.sum(axis=0, dtype=np.float64) for chunk in chunks()) / count
     std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in chunks()) / count)
-=======
-def standardiser(train: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  values = train["features"] if "features" in train else train["frames"][train["mask"]]   # (rows, D)
-  mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
->>>>>>> sed
   std = np.where(std < 1e-6, 1.0, std)   # constant dimensions stay constant (zero) instead of blowing up
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-<<<<<<< HEAD
-def _standardise(data: dict, mean: np.ndarray, std: np.ndarray) -> dict:
+def standardise(data: dict, mean: np.ndarray, std: np.ndarray) -> dict:
   """Features standardised now; clips carry mean and std, applied per minibatch on the device."""
-=======
-def standardise(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
->>>>>>> sed
   if "features" in data:
     return {"features": (data["features"] - mean) / std}
   return {"clips": data["clips"], "mean": mean, "std": std}
@@ -367,14 +357,7 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
     trainval = _concat(train, valid[0])
     trainval_targets = np.concatenate([train_targets, valid[1]])
     fit_rows, valid_rows = np.arange(len(train_targets)), np.arange(len(train_targets), len(trainval_targets))
-<<<<<<< HEAD
-  schedule = _Schedule.for_examples(len(trainval_targets), config)
-=======
-  if pooling == ATTENTION and test["frames"].shape[1] != trainval["frames"].shape[1]:
-    length = max(test["frames"].shape[1], trainval["frames"].shape[1])
-    trainval, test = _pad_to(trainval, length), _pad_to(test, length)
   schedule = Schedule.for_examples(len(trainval_targets), config)
->>>>>>> sed
   common = dict(num_classes=num_classes, multi_label=multi_label, schedule=schedule, config=config)
   mean, std = standardiser(_take(trainval, fit_rows))
   fit_data = standardise(trainval, mean, std)
