@@ -21,11 +21,10 @@ def _no_eager_sharding():
     yield
 
 
-@pytest.fixture(scope="module")
-def decoder():
+def _perturbed_decoder(**variant):
   with nnx.use_eager_sharding(False):
     model = CaptionDecoder(VOCAB, rngs=nnx.Rngs(0), width=WIDTH, depth=DEPTH, num_heads=HEADS,
-                           mlp_dim=MLP_DIM, max_len=MAX_LEN, dropout=0.1)
+                           mlp_dim=MLP_DIM, max_len=MAX_LEN, dropout=0.1, **variant)
   # Non-zero biases and norm parameters, so the reference also checks where they enter.
   state = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(state)
@@ -33,6 +32,11 @@ def decoder():
   leaves = [x + 0.1 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
   nnx.update(model, jax.tree.unflatten(treedef, leaves))
   return model
+
+
+@pytest.fixture(scope="module")
+def decoder():
+  return _perturbed_decoder()
 
 
 @nnx.jit
@@ -58,25 +62,36 @@ def _layer_norm(x, scale, bias, eps=1e-6):
   return (x - mean) / np.sqrt(var + eps) * scale + bias
 
 
+def _bias(p, name, shape=()):
+  """A bias of the reference, or zeros where the model was built without biases (use_bias=False)."""
+  return p[name] if name in p else np.zeros(shape)
+
+
+def _head_bias(p, name):
+  """A (H,K) projection bias broadcast over positions, or 0 without biases."""
+  return p[name][:, None] if name in p else 0.0
+
+
 def _attention(p, queries, keys_values, mask):
   """queries (L,D), keys_values (S,D), mask (L,S) -> (L,D); rows without keys give zeros."""
-  q = np.einsum("ld,dhk->hlk", queries, p["query_kernel"]) + p["query_bias"][:, None]
-  k = np.einsum("sd,dhk->hsk", keys_values, p["key_kernel"]) + p["key_bias"][:, None]
-  v = np.einsum("sd,dhk->hsk", keys_values, p["value_kernel"]) + p["value_bias"][:, None]
+  q = np.einsum("ld,dhk->hlk", queries, p["query_kernel"]) + _head_bias(p, "query_bias")
+  k = np.einsum("sd,dhk->hsk", keys_values, p["key_kernel"]) + _head_bias(p, "key_bias")
+  v = np.einsum("sd,dhk->hsk", keys_values, p["value_kernel"]) + _head_bias(p, "value_bias")
   scores = np.einsum("hlk,hsk->hls", q, k) / np.sqrt(q.shape[-1])
   scores = np.where(mask[None], scores, -np.inf)
-  out = np.zeros((queries.shape[0], p["out_bias"].shape[0]))
+  out = np.zeros((queries.shape[0], p["out_kernel"].shape[-1]))
   for i in range(queries.shape[0]):
     if not mask[i].any():
       continue
     w = np.exp(scores[:, i] - scores[:, i].max(-1, keepdims=True))
     w = w / w.sum(-1, keepdims=True)  # (H,S)
-    out[i] = np.einsum("hs,hsk,hkd->d", w, v, p["out_kernel"]) + p["out_bias"]
+    out[i] = np.einsum("hs,hsk,hkd->d", w, v, p["out_kernel"]) + _bias(p, "out_bias")
   return out
 
 
-def _reference_logits(model, tokens, mask, frames, frame_mask, parallel):
-  """The decoder spelled out in NumPy (float64), example by example."""
+def _reference_logits(model, tokens, mask, frames, frame_mask, parallel, post_norm=False):
+  """The decoder spelled out in NumPy (float64), example by example. post_norm: PyTorch's
+  nn.TransformerDecoderLayer(norm_first=False) blocks, no final LayerNorm."""
   params = jax.tree.map(lambda x: np.asarray(x, np.float64), nnx.to_pure_dict(nnx.state(model)))
   blocks = params["blocks"]
   length = tokens.shape[1]
@@ -99,15 +114,25 @@ def _reference_logits(model, tokens, mask, frames, frame_mask, parallel):
     cross_mask = valid[:, None] & frame_mask[b][None, :]
     for i in range(DEPTH):
       p = jax.tree.map(lambda a: a[i], blocks)
-      norm = lambda name, y: _layer_norm(y, p[name]["scale"], p[name]["bias"])
+      norm = lambda name, y: _layer_norm(y, p[name]["scale"], _bias(p[name], "bias"))
+
+      def mlp(y):
+        h = y @ p["mlp"]["hidden_kernel"] + _bias(p["mlp"], "hidden_bias")
+        h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
+        return h @ p["mlp"]["out_kernel"] + _bias(p["mlp"], "out_bias")
+
+      if post_norm:
+        x = norm("self_attention_norm", x + _attention(p["self_attention"], x, x, self_mask))
+        x = norm("cross_attention_norm", x + _attention(p["cross_attention"], x, frames[b], cross_mask))
+        x = norm("mlp_norm", x + mlp(x))
+        continue
       h = norm("self_attention_norm", x)
       x = x + _attention(p["self_attention"], h, h, self_mask)
       x = x + _attention(p["cross_attention"], norm("cross_attention_norm", x), frames[b],
                          cross_mask)
-      h = norm("mlp_norm", x) @ p["mlp"]["hidden_kernel"] + p["mlp"]["hidden_bias"]
-      h = 0.5 * h * (1.0 + erf(h / np.sqrt(2.0)))
-      x = x + h @ p["mlp"]["out_kernel"] + p["mlp"]["out_bias"]
-    x = _layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"])
+      x = x + mlp(norm("mlp_norm", x))
+    if not post_norm:
+      x = _layer_norm(x, params["final_norm"]["scale"], params["final_norm"]["bias"])
     out[b] = x @ params["output_kernel"] + params["output_bias"]
   return out
 
@@ -121,6 +146,23 @@ def test_matches_numpy_reference_on_a_mixed_batch(decoder):
                                   parallel)
     valid = np.asarray(caption_decoder.caption_target_mask(tokens, mask, parallel))
     np.testing.assert_allclose(logits[valid], reference[valid], rtol=2e-4, atol=2e-4)
+
+
+def test_post_ln_bias_free_variant_matches_its_reference():
+  """The study toolkit's decoder layer (post-LN, bias=False): no biases anywhere but the vocabulary
+  projection, no final LayerNorm, and the same logits as the post-LN NumPy reference."""
+  model = _perturbed_decoder(norm="post", use_bias=False)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  names = {"/".join(str(getattr(k, "key", k)) for k in path)
+           for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
+  assert [n for n in names if "bias" in n] == ["output_bias"] and not any("final_norm" in n for n in names)
+  tokens, mask, frames, frame_mask = _inputs()
+  parallel = np.array([True, False])
+  logits = np.asarray(forward(model, tokens, mask, frames, frame_mask, parallel))
+  reference = _reference_logits(model, tokens, mask, frames.astype(np.float64), frame_mask, parallel,
+                                post_norm=True)
+  valid = np.asarray(caption_decoder.caption_target_mask(tokens, mask, parallel))
+  np.testing.assert_allclose(logits[valid], reference[valid], rtol=2e-4, atol=2e-4)
 
 
 def test_caption_target_mask_drops_eos_only_for_parallel_rows():

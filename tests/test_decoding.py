@@ -203,6 +203,15 @@ def test_cached_beam_search_equals_uncached_in_the_other_layout():
                            kv_cache=False))
 
 
+def test_cached_decoding_of_the_post_ln_bias_free_decoder_equals_uncached(audio):
+  """The study toolkit's post-LN, bias-free layers cache the un-normalised inputs' keys/values."""
+  model = _decoder(16, seed=5, eos_bias=1.0, norm="post", use_bias=False)   # seed: captions of several lengths
+  frames, frame_mask = audio
+  _assert_same_decoding(
+      decoding.beam_search(model, frames, frame_mask, max_len=MAX_LEN, beam_size=2),
+      decoding.beam_search(model, frames, frame_mask, max_len=MAX_LEN, beam_size=2, kv_cache=False))
+
+
 @nnx.jit
 def _cached_step(model, inputs, cache):
   return model.decode_step(inputs, cache)

@@ -19,9 +19,12 @@ Two input modes, chosen per example by the boolean `parallel` (B,) (CapPa, Tscha
 mask of the self-attention is that same mask. One forward pass handles a mixed batch: inputs and
 masks are selected per example with `jnp.where`.
 
-Blocks are pre-LayerNorm: x + SelfAttention(LN x), x + CrossAttention(LN x, audio frames),
-x + Mlp(LN x), then a final LayerNorm and the output projection (untied by default, as in the
-study; optionally tied to the token embedding). Positions are sinusoidal (study) or learned (BART).
+Blocks are pre-LayerNorm by default (`norm="pre"`): x + SelfAttention(LN x), x + CrossAttention(LN x,
+audio frames), x + Mlp(LN x), then a final LayerNorm and the output projection (untied by default, as in the
+study; optionally tied to the token embedding). `norm="post"` is the study toolkit's PyTorch
+nn.TransformerDecoderLayer(norm_first=False): LN(x + SelfAttention x), LN(x + CrossAttention(x, audio frames)),
+LN(x + Mlp x), with no final LayerNorm (each block already ends in one); `use_bias=False` (the toolkit's
+bias=False) drops the attention, MLP and LayerNorm biases (the vocabulary projection keeps its bias). Positions are sinusoidal (study) or learned (BART).
 Logits are float32.
 
 Autoregressive decoding (alp_jax.models.decoding) runs one position at a time with a key/value
@@ -68,13 +71,20 @@ def shift_right(caption_tokens: jax.Array) -> jax.Array:
   return jnp.concatenate([bos, caption_tokens[:, :-1]], axis=1)
 
 
+NORMS = ("pre", "post")
+
+
 class DecoderBlock(nnx.Module):
-  """Pre-LN block: self-attention (causal or bidirectional, by mask), cross-attention, MLP."""
+  """Self-attention (causal or bidirectional, by mask), cross-attention, MLP; pre- or post-LN (module doc)."""
 
   def __init__(self, width: int, num_heads: int, mlp_dim: int, *, rngs: nnx.Rngs,
                dtype: Any = jnp.float32, param_dtype: Any = jnp.float32,
-               attention_impl: str = "einsum", dropout: float = 0.0):
-    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+               attention_impl: str = "einsum", dropout: float = 0.0, norm: str = "pre",
+               use_bias: bool = True):
+    if norm not in NORMS:
+      raise ValueError(f"decoder norm must be one of {NORMS}, got {norm!r}")
+    self.post_norm = norm == "post"
+    kw = dict(rngs=rngs, dtype=dtype, param_dtype=param_dtype, use_bias=use_bias)
     self.self_attention_norm = layers.layer_norm(width, **kw)
     self.self_attention = layers.Attention(width, num_heads, impl=attention_impl, dropout=dropout,
                                            **kw)
@@ -84,17 +94,23 @@ class DecoderBlock(nnx.Module):
     self.mlp_norm = layers.layer_norm(width, **kw)
     self.mlp = layers.Mlp(width, mlp_dim, dropout=dropout, **kw)
 
+  def _residual(self, x: jax.Array, norm: nnx.LayerNorm, sublayer: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """Pre-LN: x + sublayer(LN x); post-LN: LN(x + sublayer(x))."""
+    if self.post_norm:
+      return norm(x + sublayer(x))
+    return x + sublayer(norm(x))
+
   def __call__(self, x: jax.Array, audio_frames: jax.Array, self_mask: jax.Array,
                cross_mask: jax.Array, deterministic: bool = True,
                dropout_key: jax.Array | None = None) -> jax.Array:
     """x (B,L,D), audio_frames (B,T,D), self_mask (B,1,L,L), cross_mask (B,1,L,T) -> (B,L,D)."""
     self_key, cross_key, mlp_key = layers.split_key(dropout_key, 3)
-    normed = self.self_attention_norm(x)
-    x = x + self.self_attention(normed, normed, self_mask, deterministic=deterministic,
-                                dropout_key=self_key)
-    x = x + self.cross_attention(self.cross_attention_norm(x), audio_frames, cross_mask,
-                                 deterministic=deterministic, dropout_key=cross_key)
-    return x + self.mlp(self.mlp_norm(x), deterministic=deterministic, dropout_key=mlp_key)
+    x = self._residual(x, self.self_attention_norm, lambda h: self.self_attention(
+        h, h, self_mask, deterministic=deterministic, dropout_key=self_key))
+    x = self._residual(x, self.cross_attention_norm, lambda h: self.cross_attention(
+        h, audio_frames, cross_mask, deterministic=deterministic, dropout_key=cross_key))
+    return self._residual(x, self.mlp_norm, lambda h: self.mlp(h, deterministic=deterministic,
+                                                               dropout_key=mlp_key))
 
   def decode_step(self, x: jax.Array, self_keys: jax.Array, self_values: jax.Array,
                   cross_keys: jax.Array, cross_values: jax.Array, cross_mask: jax.Array,
@@ -116,19 +132,24 @@ class DecoderBlock(nnx.Module):
     """
     batch, beams, width = x.shape
     attention = self.self_attention
-    normed = self.self_attention_norm(x).reshape(batch * beams, 1, width)  # (R,1,D)
-    new_key, new_value = attention.project_keys_values(normed)  # (R,H,1,Dh)
-    axis = attention.key_time_axis
-    keys = jax.lax.dynamic_update_slice_in_dim(self_keys, new_key, index, axis)  # (R,H,M,Dh)
-    values = jax.lax.dynamic_update_slice_in_dim(self_values, new_value, index, axis)
-    cache_len = keys.shape[axis]
-    visible = jnp.arange(cache_len) <= index  # (M,): causal, the positions written so far
-    self_mask = jnp.broadcast_to(visible, (batch * beams, 1, 1, cache_len))  # (R,1,1,M)
-    mixed = attention.attend(normed, keys, values, self_mask)  # (R,1,D)
-    x = x + mixed.reshape(batch, beams, width)
-    x = x + self.cross_attention.attend(self.cross_attention_norm(x), cross_keys, cross_values,
-                                        cross_mask)  # (B,K,D)
-    return x + self.mlp(self.mlp_norm(x)), new_key, new_value
+    new = {}
+
+    def self_attend(h):  # (B,K,D) the sublayer's input -> (B,K,D), caching this position's keys/values
+      h = h.reshape(batch * beams, 1, width)  # (R,1,D)
+      new_key, new_value = attention.project_keys_values(h)  # (R,H,1,Dh)
+      axis = attention.key_time_axis
+      keys = jax.lax.dynamic_update_slice_in_dim(self_keys, new_key, index, axis)  # (R,H,M,Dh)
+      values = jax.lax.dynamic_update_slice_in_dim(self_values, new_value, index, axis)
+      cache_len = keys.shape[axis]
+      visible = jnp.arange(cache_len) <= index  # (M,): causal, the positions written so far
+      self_mask = jnp.broadcast_to(visible, (batch * beams, 1, 1, cache_len))  # (R,1,1,M)
+      new.update(key=new_key, value=new_value)
+      return attention.attend(h, keys, values, self_mask).reshape(batch, beams, width)  # (B,K,D)
+
+    x = self._residual(x, self.self_attention_norm, self_attend)
+    x = self._residual(x, self.cross_attention_norm, lambda h: self.cross_attention.attend(
+        h, cross_keys, cross_values, cross_mask))  # (B,K,D)
+    return self._residual(x, self.mlp_norm, self.mlp), new["key"], new["value"]
 
 
 class DecodeCache(NamedTuple):
@@ -171,7 +192,7 @@ class CaptionDecoder(nnx.Module):
                parallel_predicts_eos: bool = False, dropout: float = 0.1,
                attention_impl: str = "einsum", scan_layers: bool = True,
                remat_policy: str = "none", dtype: Any = jnp.float32,
-               param_dtype: Any = jnp.float32):
+               param_dtype: Any = jnp.float32, norm: str = "pre", use_bias: bool = True):
     if positions not in ("sinusoidal", "learned"):
       raise ValueError(f"positions must be 'sinusoidal' or 'learned', got {positions!r}")
     if remat_policy != "none" and remat_policy not in layers.REMAT_POLICIES:
@@ -197,13 +218,15 @@ class CaptionDecoder(nnx.Module):
       self.audio_projection = None
 
     block_kw = dict(dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl,
-                    dropout=dropout)
+                    dropout=dropout, norm=norm, use_bias=use_bias)
 
     def make_block(block_rngs: nnx.Rngs) -> DecoderBlock:
       return DecoderBlock(width, num_heads, mlp_dim, rngs=block_rngs, **block_kw)
 
     self.blocks = layers.block_stack(make_block, depth, scan_layers, rngs)
-    self.final_norm = layers.layer_norm(width, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
+    # Post-LN blocks end in a LayerNorm already (PyTorch's nn.TransformerDecoder has norm=None by default).
+    self.final_norm = (None if norm == "post" else
+                       layers.layer_norm(width, rngs=rngs, dtype=dtype, param_dtype=param_dtype))
     if not tie_embeddings:
       self.output_kernel = layers.partitioned_param(
           rngs, layers.dense_init, ("embed", "vocab"), (width, vocab_size), param_dtype)
@@ -311,8 +334,9 @@ class CaptionDecoder(nnx.Module):
     return self.output_logits(x)
 
   def output_logits(self, x: jax.Array) -> jax.Array:
-    """(B,L,D) last block outputs -> final LayerNorm -> (B,L,V) float32 logits."""
-    x = self.final_norm(x)  # (B,L,D)
+    """(B,L,D) last block outputs -> final LayerNorm (pre-LN) -> (B,L,V) float32 logits."""
+    if self.final_norm is not None:
+      x = self.final_norm(x)  # (B,L,D)
     if self.tie_embeddings:
       kernel = self.token_embedding[...].astype(self.dtype)  # (V,D)
       logits = jnp.einsum("bld,vd->blv", x, kernel,
@@ -423,6 +447,8 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.tie_embeddings = False  # study toolkit: untied output projection
   cfg.parallel_predicts_eos = False  # study toolkit: parallel rows predict the caption without EOS
   cfg.dropout = 0.1  # study toolkit: 0.1
+  cfg.norm = "pre"  # pre-LN (ours: stabler at depth, no warmup sensitivity) | post (study toolkit: norm_first=False)
+  cfg.use_bias = True  # attention/MLP/LayerNorm biases; study toolkit: False (bias=False)
   cfg.scan_layers = False  # True on accelerators (base/large configs); see docs/models.md on CPU meshes
   cfg.remat_policy = "none"
   cfg.attention_impl = "einsum"  # einsum (CPU) | dot_product_attention (fused on GPU)
@@ -442,4 +468,5 @@ def decoder_from_config(cfg: ml_collections.ConfigDict, *, vocab_size: int, audi
       positions=cfg.positions, tie_embeddings=cfg.tie_embeddings,
       parallel_predicts_eos=cfg.parallel_predicts_eos, dropout=cfg.dropout,
       attention_impl=cfg.attention_impl, scan_layers=cfg.scan_layers,
-      remat_policy=cfg.remat_policy, dtype=sizes.compute_dtype(cfg.dtype))
+      remat_policy=cfg.remat_policy, dtype=sizes.compute_dtype(cfg.dtype),
+      norm=cfg.get("norm", "pre"), use_bias=cfg.get("use_bias", True))

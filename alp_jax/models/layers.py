@@ -50,13 +50,23 @@ def partitioned_param(rngs: nnx.Rngs, initializer: Callable[..., jax.Array], nam
 
 
 def layer_norm(width: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
-               param_dtype: Any = jnp.float32) -> nnx.LayerNorm:
-  """LayerNorm over the last axis with ("embed",)-annotated scale and bias."""
+               param_dtype: Any = jnp.float32, use_bias: bool = True) -> nnx.LayerNorm:
+  """LayerNorm over the last axis with ("embed",)-annotated scale and (unless use_bias=False) bias."""
   return nnx.LayerNorm(
-      width, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype,
+      width, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, use_bias=use_bias,
       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
       rngs=rngs)
+
+
+def _bias(param: nnx.Param | None, dtype: Any) -> jax.Array:
+  """A bias parameter's value in `dtype`, or a zero scalar (broadcasts anywhere) for a layer without biases."""
+  return jnp.zeros((), dtype) if param is None else param[...].astype(dtype)
+
+
+def _time_axis(bias: jax.Array) -> jax.Array:
+  """(H,K) head bias -> (H,1,K), to add to (B,H,T,K); a scalar stays a scalar."""
+  return bias[:, None, :] if bias.ndim == 2 else bias
 
 
 def dropout(x: jax.Array, rate: float, key: jax.Array | None, deterministic: bool) -> jax.Array:
@@ -139,10 +149,12 @@ class Attention(nnx.Module):
   impl "einsum" spells the attention out (fastest on CPU); "dot_product_attention" calls
   `jax.nn.dot_product_attention`, the fused kernel on GPU. Both give the same numbers.
   `dropout` applies to the attention output (after the output projection) in both impls.
+  `use_bias=False` leaves out the four projections' biases (PyTorch's bias=False).
   """
 
   def __init__(self, width: int, num_heads: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
-               param_dtype: Any = jnp.float32, impl: str = "einsum", dropout: float = 0.0):
+               param_dtype: Any = jnp.float32, impl: str = "einsum", dropout: float = 0.0,
+               use_bias: bool = True):
     if width % num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {num_heads}")
     if impl not in ATTENTION_IMPLS:
@@ -156,12 +168,13 @@ class Attention(nnx.Module):
     self.key_kernel = partitioned_param(rngs, dense_init, in_names, in_shape, param_dtype)
     self.value_kernel = partitioned_param(rngs, dense_init, in_names, in_shape, param_dtype)
     bias_shape, bias_names = (num_heads, head_dim), ("heads", "kv")
-    self.query_bias = partitioned_param(rngs, zeros, bias_names, bias_shape, param_dtype)
-    self.key_bias = partitioned_param(rngs, zeros, bias_names, bias_shape, param_dtype)
-    self.value_bias = partitioned_param(rngs, zeros, bias_names, bias_shape, param_dtype)
+    bias = lambda names, shape: partitioned_param(rngs, zeros, names, shape, param_dtype) if use_bias else None
+    self.query_bias = bias(bias_names, bias_shape)
+    self.key_bias = bias(bias_names, bias_shape)
+    self.value_bias = bias(bias_names, bias_shape)
     self.out_kernel = partitioned_param(rngs, dense_init, ("heads", "kv", "embed"),
                                         (num_heads, head_dim, width), param_dtype)
-    self.out_bias = partitioned_param(rngs, zeros, ("embed",), (width,), param_dtype)
+    self.out_bias = bias(("embed",), (width,))
 
   @property
   def key_time_axis(self) -> int:
@@ -176,10 +189,10 @@ class Attention(nnx.Module):
     dtype = self.dtype
     keys_values = keys_values.astype(dtype)
     wk, wv = (w[...].astype(dtype) for w in (self.key_kernel, self.value_kernel))
-    bk, bv = (b[...].astype(dtype) for b in (self.key_bias, self.value_bias))
+    bk, bv = (_bias(b, dtype) for b in (self.key_bias, self.value_bias))
     if self.impl == "einsum":
-      k = jnp.einsum("bsd,dhk->bhsk", keys_values, wk) + bk[:, None, :]  # (B,H,S,K)
-      v = jnp.einsum("bsd,dhk->bhsk", keys_values, wv) + bv[:, None, :]  # (B,H,S,K)
+      k = jnp.einsum("bsd,dhk->bhsk", keys_values, wk) + _time_axis(bk)  # (B,H,S,K)
+      v = jnp.einsum("bsd,dhk->bhsk", keys_values, wv) + _time_axis(bv)  # (B,H,S,K)
     else:
       k = jnp.einsum("bsd,dhk->bshk", keys_values, wk) + bk  # (B,S,H,K)
       v = jnp.einsum("bsd,dhk->bshk", keys_values, wv) + bv  # (B,S,H,K)
@@ -190,11 +203,11 @@ class Attention(nnx.Module):
     """Queries (B,T,D) attend to keys and values already projected by `project_keys_values`."""
     dtype = self.dtype
     queries = queries.astype(dtype)
-    wq, bq = self.query_kernel[...].astype(dtype), self.query_bias[...].astype(dtype)
+    wq, bq = self.query_kernel[...].astype(dtype), _bias(self.query_bias, dtype)
     wo = self.out_kernel[...].astype(dtype)
     scale = 1.0 / math.sqrt(self.head_dim)
     if self.impl == "einsum":
-      q = jnp.einsum("btd,dhk->bhtk", queries, wq) + bq[:, None, :]  # (B,H,T,K)
+      q = jnp.einsum("btd,dhk->bhtk", queries, wq) + _time_axis(bq)  # (B,H,T,K)
       logits = jnp.einsum("bhtk,bhsk->bhts", q * scale, k).astype(jnp.float32)  # (B,H,T,S)
       if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -205,7 +218,7 @@ class Attention(nnx.Module):
       q = jnp.einsum("btd,dhk->bthk", queries, wq) + bq  # (B,T,H,K)
       mixed = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)  # (B,T,H,K)
       out = jnp.einsum("bthk,hkd->btd", mixed, wo)  # (B,T,D)
-    out = out + self.out_bias[...].astype(dtype)
+    out = out + _bias(self.out_bias, dtype)
     if mask is not None:
       query_has_keys = jnp.any(mask, axis=-1)[:, 0, :, None]  # (B,T,1)
       out = jnp.where(query_has_keys, out, jnp.zeros_like(out))
@@ -219,28 +232,28 @@ class Attention(nnx.Module):
 
 
 class Mlp(nnx.Module):
-  """Linear(D->F) - GELU - dropout - Linear(F->D) - dropout."""
+  """Linear(D->F) - GELU - dropout - Linear(F->D) - dropout (`use_bias=False`: without the two biases)."""
 
   def __init__(self, width: int, mlp_dim: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
-               param_dtype: Any = jnp.float32, dropout: float = 0.0):
+               param_dtype: Any = jnp.float32, dropout: float = 0.0, use_bias: bool = True):
     self.dtype, self.dropout = dtype, dropout
     zeros = nnx.initializers.zeros_init()
     self.hidden_kernel = partitioned_param(rngs, dense_init, ("embed", "mlp"), (width, mlp_dim),
                                            param_dtype)
-    self.hidden_bias = partitioned_param(rngs, zeros, ("mlp",), (mlp_dim,), param_dtype)
+    self.hidden_bias = partitioned_param(rngs, zeros, ("mlp",), (mlp_dim,), param_dtype) if use_bias else None
     self.out_kernel = partitioned_param(rngs, dense_init, ("mlp", "embed"), (mlp_dim, width),
                                         param_dtype)
-    self.out_bias = partitioned_param(rngs, zeros, ("embed",), (width,), param_dtype)
+    self.out_bias = partitioned_param(rngs, zeros, ("embed",), (width,), param_dtype) if use_bias else None
 
   def __call__(self, x: jax.Array, deterministic: bool = True,
                dropout_key: jax.Array | None = None) -> jax.Array:
     dtype = self.dtype
     hidden_key, out_key = split_key(dropout_key, 2)
     hidden = jnp.einsum("btd,df->btf", x.astype(dtype), self.hidden_kernel[...].astype(dtype))
-    hidden = jax.nn.gelu(hidden + self.hidden_bias[...].astype(dtype), approximate=False)
+    hidden = jax.nn.gelu(hidden + _bias(self.hidden_bias, dtype), approximate=False)
     hidden = dropout(hidden, self.dropout, hidden_key, deterministic)  # (B,T,F)
     out = jnp.einsum("btf,fd->btd", hidden, self.out_kernel[...].astype(dtype))  # (B,T,D)
-    out = out + self.out_bias[...].astype(dtype)
+    out = out + _bias(self.out_bias, dtype)
     return dropout(out, self.dropout, out_key, deterministic)
 
 
