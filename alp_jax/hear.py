@@ -99,7 +99,7 @@ def load_model(model_file_path: str | os.PathLike = "", *, layer: int | str = en
   path = epath.Path(model_file_path)
   if path.name == encoder_api.CONFIG_FILE and path.is_file():
     path = path.parent
-  if windows_per_batch < 1:
+  if int(windows_per_batch) < 1:   # hear-eval-kit's --model-options may hand numbers over as strings
     raise ValueError(f"windows_per_batch must be at least 1, got {windows_per_batch}")
   return HearModel(encoder_api.AudioEncoder.load(path, layer=layer), windows_per_batch=windows_per_batch)
 
