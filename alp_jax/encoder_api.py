@@ -346,6 +346,15 @@ class AudioEncoder:
   def output_dim(self) -> int:
     return int(self.module.output_dim)
 
+  @property
+  def frames_per_window(self) -> int:
+    """T': output frames of one full window (crop_seconds of audio) of this encoder's layer, from the traced
+    shapes (no forward pass): 25 for 1 s windows at 25 Hz."""
+    window = jax.ShapeDtypeStruct((1, self.window_samples), jnp.float32)
+    outputs, _ = jax.eval_shape(functools.partial(self._encode, names=(self.layer_name,)), self._state, window,
+                                jax.ShapeDtypeStruct(window.shape, bool))
+    return int(outputs[self.layer_name].shape[1])
+
   @classmethod
   def build(cls, meta: dict, *, seed: int = 0, layer: int | str = LAST) -> "AudioEncoder":
     """Fresh weights for the architecture in `meta` (the random-init baseline of an exported encoder)."""

@@ -1,6 +1,7 @@
 """The package as users install it: a wheel built from this checkout, installed with its dependencies (at the
 locked versions) into a fresh venv without this checkout or the system's site-packages, used from another folder:
-alp-train --help, a tiny training run by config module name, alp-export, AudioEncoder.load(...).embed.
+alp-train --help, a tiny training run by config module name, alp-export, AudioEncoder.load(...).embed, and the
+HEAR API (alp_jax.hear) without torch.
 
 Slow (a venv and ~60 packages, from the pip cache or PyPI): `make test-wheel` or `make test-slow`; not in
 `make test` nor .ci/run. Prints the wheel size and the install time.
@@ -43,6 +44,7 @@ def test_the_wheel_installs_and_trains_in_a_fresh_venv(tiny_corpus_dir, tmp_path
   import zipfile
   names = zipfile.ZipFile(wheel).namelist()
   assert "alp_jax/configs/clap.py" in names and "alp_jax/configs/common.py" in names
+  assert "alp_jax/hear.py" in names   # the HEAR kits import the module by name: alp_jax.hear
   assert not any(n.startswith(("tests/", "configs/")) for n in names)
 
   venv = tmp_path / "venv"
@@ -81,6 +83,10 @@ def test_the_wheel_installs_and_trains_in_a_fresh_venv(tiny_corpus_dir, tmp_path
       out = AudioEncoder.load({str(encoder)!r}).embed(np.sin(np.arange(24000) / 7.0).astype(np.float32), 24000)
       assert np.isfinite(out["pooled"]).all() and out["frames"].shape[0] == 25, out["frames"].shape
       print({{k: np.shape(v) for k, v in out.items()}})
+      from alp_jax import hear                # the HEAR API without torch (not installed here): numpy in and out
+      model = hear.load_model({str(encoder)!r})
+      scene = hear.get_scene_embeddings(np.zeros((2, 16000), np.float32), model)
+      assert hear.torch is None and isinstance(scene, np.ndarray) and scene.shape == (2, model.scene_embedding_size)
       """)], cwd=outside, env=env)
   print(f"[wheel] embed: {embed.stdout.strip()[:300]}")
   shutil.rmtree(venv, ignore_errors=True)
