@@ -31,10 +31,11 @@ def labels_by_name(task, split):
 
 def fsd50k_source(root):
   truth = root / "FSD50K.ground_truth"
-  write(truth / "vocabulary.csv", "0,Bark,/m/05tny_\n1,Dog,/m/0bt9lr\n2,Guitar,/m/0342h\n")
+  write(truth / "vocabulary.csv", "0,Bark,/m/05tny_\n1,Dog,/m/0bt9lr\n2,Electric_guitar,/m/02sgy\n")
   write(truth / "dev.csv", 'fname,labels,mids,split\n64760,"Bark,Dog","/m/05tny_,/m/0bt9lr",train\n'
-                           '16399,Guitar,/m/0342h,train\n21,Dog,/m/0bt9lr,val\n')
-  write(truth / "eval.csv", 'fname,labels,mids\n37199,"Guitar,Dog","/m/0342h,/m/0bt9lr"\n')
+                           '16399,Electric_guitar,/m/02sgy,train\n21,Dog,/m/0bt9lr,val\n'
+                           '83299,Dog,/m/0bt9lr,train\n')   # one of the 12 long clips HEAR leaves out (no audio)
+  write(truth / "eval.csv", 'fname,labels,mids\n37199,"Electric_guitar,Dog","/m/02sgy,/m/0bt9lr"\n')
   for name in ("64760", "16399", "21"):
     wav(root / "FSD50K.dev_audio" / f"{name}.wav")
   wav(root / "FSD50K.eval_audio" / "37199.wav")
@@ -42,12 +43,13 @@ def fsd50k_source(root):
 
 def test_fsd50k_splits_and_multi_labels(tmp_path):
   fsd50k_source(tmp_path / "src")
-  recipes.run("fsd50k", tmp_path / "src", tmp_path / "out")
+  lines = recipes.run("fsd50k", tmp_path / "src", tmp_path / "out")
+  assert any("left out 1 dev clips of 30 s or more" in line for line in lines)
   task = tasks.read_task(tmp_path / "out")
-  assert task.metric == tasks.MULTI_LABEL and task.classes == ["Bark", "Dog", "Guitar"]
-  assert labels_by_name(task, "train") == {"64760.wav": ("Bark", "Dog"), "16399.wav": ("Guitar",)}
+  assert task.metric == tasks.MULTI_LABEL and task.classes == ["Bark", "Dog", "Electric_guitar"]
+  assert labels_by_name(task, "train") == {"64760.wav": ("Bark", "Dog"), "16399.wav": ("Electric_guitar",)}
   assert labels_by_name(task, "valid") == {"21.wav": ("Dog",)}
-  assert labels_by_name(task, "test") == {"37199.wav": ("Dog", "Guitar")}
+  assert labels_by_name(task, "test") == {"37199.wav": ("Dog", "Electric_guitar")}
   assert task.splits["test"][0].path == (tmp_path / "src/FSD50K.eval_audio/37199.wav").absolute()
 
 
@@ -77,8 +79,8 @@ def test_missing_metadata_file_is_named(tmp_path):
 
 def test_vggsound_finds_clips_by_youtube_id_and_start(tmp_path):
   src = tmp_path / "src"
-  write(src / "vggsound.csv", '---g-f_I2yQ,1,"people marching",test\n--0PQM4-hqg,30,waterfall burbling,train\n'
-                              '--56QUhyDQM,185,"playing tennis",train\n')
+  write(src / "vggsound.csv", '---g-f_I2yQ,1,people marching,test\n--0PQM4-hqg,30,waterfall burbling,train\n'
+                              '--56QUhyDQM,185,"ice cream truck, ice cream van",train\n')
   wav(src / "video/---g-f_I2yQ_000001.wav")
   wav(src / "video/--0PQM4-hqg_000030.wav")
   wav(src / "more/--56QUhyDQM_185.wav")
@@ -86,7 +88,7 @@ def test_vggsound_finds_clips_by_youtube_id_and_start(tmp_path):
   task = tasks.read_task(tmp_path / "out")
   assert set(task.splits) == {"train", "test"} and task.metric == tasks.SINGLE_LABEL
   assert labels_by_name(task, "train") == {"--0PQM4-hqg_000030.wav": ("waterfall burbling",),
-                                           "--56QUhyDQM_185.wav": ("playing tennis",)}
+                                           "--56QUhyDQM_185.wav": ("ice cream truck, ice cream van",)}
   assert labels_by_name(task, "test") == {"---g-f_I2yQ_000001.wav": ("people marching",)}
 
 
@@ -124,14 +126,37 @@ def test_voxceleb2_holds_out_each_speakers_last_videos(tmp_path):
   assert task.classes == ["id00012"] and len(task.splits["train"]) == 2
 
 
-def test_crema_d_five_speaker_disjoint_folds(tmp_path):
-  src = tmp_path / "src"
+def crema_d_source(src):
   emotions = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
   actors = [str(1001 + i) for i in range(7)]
   for i, actor in enumerate(actors):
     wav(src / "AudioWAV" / f"{actor}_DFA_{emotions[i % 6]}_XX.wav")
     wav(src / "AudioWAV" / f"{actor}_IEO_{emotions[(i + 1) % 6]}_HI.wav")
-  recipes.run("crema_d", src, tmp_path / "out")
+  return actors
+
+
+def test_crema_d_five_folds_by_file_as_hear(tmp_path):
+  crema_d_source(tmp_path / "src")
+  recipes.run("crema_d", tmp_path / "src", tmp_path / "out")
+  folds = [tasks.read_task(tmp_path / "out" / f"fold{k}") for k in range(1, 6)]
+  names = lambda fold, split: sorted(e.path.name for e in fold.splits[split])
+  tested = [name for fold in folds for name in names(fold, "test")]
+  assert sorted(tested) == sorted(os.listdir(tmp_path / "src/AudioWAV"))   # every clip tested exactly once
+  assert sorted(len(fold.splits["test"]) for fold in folds) == [2, 3, 3, 3, 3]   # dealt round-robin
+  for k, fold in enumerate(folds):
+    assert names(fold, "valid") == names(folds[(k + 1) % 5], "test")
+    assert sorted(names(fold, "train")) == sorted(n for j in range(5) if j not in (k, (k + 1) % 5)
+                                                  for n in names(folds[j], "test"))
+  speakers = [{e.path.name[:4] for e in fold.splits["test"]} for fold in folds]
+  assert sum(len(s) for s in speakers) > 7                    # by file: some actor is in two test folds
+  recipes.run("crema_d", tmp_path / "src", tmp_path / "again")   # deterministic
+  assert (tmp_path / "again/fold3/test.csv").read_text() == (tmp_path / "out/fold3/test.csv").read_text()
+
+
+def test_crema_d_speakers_five_speaker_disjoint_folds(tmp_path):
+  src = tmp_path / "src"
+  actors = crema_d_source(src)
+  recipes.run("crema_d_speakers", src, tmp_path / "out")
   folds = [tasks.read_task(tmp_path / "out" / f"fold{k}") for k in range(1, 6)]
   actor = lambda e: e.path.name.split("_")[0]
   tested = [actor(e) for fold in folds for e in fold.splits["test"]]
@@ -184,8 +209,11 @@ def nsynth_source(src):
            "test": {"guitar_acoustic_010-021-100": ("guitar", 21)}}
   for split, records in notes.items():
     write(src / f"nsynth-{split}/examples.json", json.dumps(
-        {n: {"note_str": n, "instrument_family_str": fam, "pitch": p, "velocity": 100} for n, (fam, p) in
-         records.items()}))
+        {n: {"note": 201034 + i, "note_str": n, "instrument": 417, "instrument_str": n.rsplit("-", 2)[0],
+             "pitch": p, "velocity": int(n.rsplit("-", 1)[1]), "sample_rate": 16000, "qualities": [0] * 10,
+             "qualities_str": [], "instrument_family": 0, "instrument_family_str": fam, "instrument_source": 1,
+             "instrument_source_str": n.split("_")[1]}
+         for i, (n, (fam, p)) in enumerate(records.items())}, indent=4))
     for note in records:
       wav(src / f"nsynth-{split}/audio/{note}.wav")
 
@@ -228,7 +256,8 @@ def test_audioset_strong_writes_the_strong_label_tsv(tmp_path):
 def test_audiocaps_groups_captions_per_clip(tmp_path):
   src = tmp_path / "src"
   write(src / "train.csv", "audiocap_id,youtube_id,start_time,caption\n91139,r1nicOVtvkQ,130,A woman talks\n")
-  write(src / "val.csv", "audiocap_id,youtube_id,start_time,caption\n97151,vfY_TJq7n_U,130,Rustling occurs\n")
+  write(src / "val.csv", 'audiocap_id,youtube_id,start_time,caption\n97151,vfY_TJq7n_U,130,"Rustling occurs, ducks '
+        'quack and water splashes, followed by an adult female and adult male speaking and duck calls being blown"\n')
   write(src / "test.csv", "audiocap_id,youtube_id,start_time,caption\n" + "".join(
       f"{103549 + i},7fmOlUlwoNg,20,caption {i}\n" for i in range(5)) + "107869,6BJ455B1aAs,0,A goat bleats\n")
   wav(src / "train/r1nicOVtvkQ.wav")
@@ -240,6 +269,7 @@ def test_audiocaps_groups_captions_per_clip(tmp_path):
   assert {e.id: e.captions for e in task.splits["test"]} == {
       "7fmOlUlwoNg_20": tuple(f"caption {i}" for i in range(5)), "6BJ455B1aAs_0": ("A goat bleats",)}
   assert [e.path.name for e in task.splits["valid"]] == ["vfY_TJq7n_U_130.wav"]
+  assert task.splits["valid"][0].captions[0].startswith("Rustling occurs, ducks quack and water splashes, followed")
 
 
 def test_clotho_five_captions(tmp_path):
@@ -247,11 +277,16 @@ def test_clotho_five_captions(tmp_path):
   header = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
   for name in ("development", "validation", "evaluation"):
     write(src / f"clotho_captions_{name}.csv", header + f'"{name} clip.wav",' + ",".join(
-        f'"{name} caption {i}."' for i in range(1, 6)) + "\n")
+        f'"{name} caption {i}, quoted."' for i in range(1, 6)) + "\n")
     wav(src / name / f"{name} clip.wav")
+  # a file in Latin-1 (soundata reads Clotho's csv files as ISO-8859-1) is read as such, not refused
+  (src / "clotho_captions_evaluation.csv").write_bytes(
+      (header + '"evaluation clip.wav",' + ",".join(f'"Caf\xe9 noise {i}."' for i in range(1, 6)) + "\n")
+      .encode("latin-1"))
   recipes.run("clotho", src, tmp_path / "out")
   task = caption_tasks.read_caption_task(tmp_path / "out")
-  assert task.splits["valid"][0].captions == tuple(f"validation caption {i}." for i in range(1, 6))
+  assert task.splits["valid"][0].captions == tuple(f"validation caption {i}, quoted." for i in range(1, 6))
+  assert task.splits["test"][0].captions == tuple(f"Caf\xe9 noise {i}." for i in range(1, 6))
   assert task.splits["test"][0].path == (src / "evaluation/evaluation clip.wav").absolute()
 
 
@@ -260,14 +295,23 @@ def test_musiccaps_split_by_is_audioset_eval(tmp_path):
   write(src / "musiccaps-public.csv",
         "ytid,start_s,end_s,audioset_positive_labels,aspect_list,caption,author_id,is_balanced_subset,"
         "is_audioset_eval\n"
-        "-0Gj8-vB1q4,30,40,\"['/m/0140xf']\",\"['low quality']\",\"The low quality recording, a piano.\",4,False,True\n"
-        "-0SdAVK79lg,30,40,\"['/m/0155w']\",\"['guitar']\",\"This song features an electric guitar.\",0,False,False\n")
+        "-0Gj8-vB1q4,30,40,\"/m/0140xf,/m/02cjck,/m/04rlf\",\"['low quality', 'sustained strings melody', 'soft "
+        "female vocal', 'mellow piano melody', 'sad', 'soulful', 'ballad']\",\"The low quality recording features a "
+        "ballad song that contains sustained strings, mellow piano melody and soft female vocal singing over it.\","
+        "4,False,True\n"
+        "-0SdAVK79lg,30,40,\"/m/0155w,/m/01lyv\",\"['guitar song', 'piano backing']\",This song features an electric "
+        "guitar as the main instrument.,0,False,False\n"
+        "-FEPOSP7ay0,260,270,/m/0395lw,\"['loud bells impacts', 'mono']\",The low quality recording features loud "
+        "bells.,4,False,False\n")
   wav(src / "music/-0Gj8-vB1q4.wav")
   wav(src / "music/-0SdAVK79lg_30.wav")
+  wav(src / "music/-FEPOSP7ay0.flac")
   recipes.run("musiccaps", src, tmp_path / "out")
   task = caption_tasks.read_caption_task(tmp_path / "out")
-  assert [(e.id, e.captions) for e in task.splits["test"]] == [("-0Gj8-vB1q4", ("The low quality recording, a piano.",))]
-  assert [e.id for e in task.splits["train"]] == ["-0SdAVK79lg"]
+  assert [(e.id, e.captions) for e in task.splits["test"]] == [("-0Gj8-vB1q4", (
+      "The low quality recording features a ballad song that contains sustained strings, mellow piano melody and "
+      "soft female vocal singing over it.",))]
+  assert [e.id for e in task.splits["train"]] == ["-0SdAVK79lg", "-FEPOSP7ay0"]
 
 
 def test_paraspeechcaps_parquet_and_jsonl(tmp_path):

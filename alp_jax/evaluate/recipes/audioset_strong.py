@@ -9,6 +9,12 @@
 Writes TASK_DIR/{train,test}.tsv in the AudioSet/DESED strong-label layout "filename onset offset event_label"
 (the SED task format of alp_jax/evaluate/sed_tasks.py), event labels as display names;
 event times are seconds from the start of the 10-s segment. Splits as released: train -> train, eval -> test.
+
+Checked against public readers of the release (research.google.com/audioset/download_strong.html): the strong
+tsv files have a header (segment_id, start_time_seconds, end_time_seconds, label; bakhtos/GoogleAudioSetReformatted
+README's field table) and readers split segment_id at its last "_" into YTID and start ms; mid_to_display_name.tsv
+is read with header=None as (mid, name); file names as in yinkalario/audioset_strong's README. The
+framed eval file (audioset_eval_strong_framed_posneg.tsv) is not used. HEAR has no AudioSet-strong task.
 """
 from __future__ import annotations
 

@@ -13,6 +13,15 @@ ParaSpeechCaps (Diwan et al. 2025, HF ajd12342/paraspeechcaps): SOURCE/data/SPLI
   with source, relative_audio_path, text_description (a list); audio SOURCE/audio/RELATIVE_AUDIO_PATH (the
   source corpora VoxCeleb, Expresso, EARS, Emilia placed as the release's paths expect). Splits: train_base (the
   human-labelled part) -> train, dev -> valid, holdout -> test.
+
+Checked: AudioCaps against cdjkim/audiocaps dataset/{train,val}.csv and dataset/README.md (header
+audiocap_id,youtube_id,start_time,caption; captions holding commas quoted; 49,838 / 2,475 / 4,875 captions; the
+dataset2.0/ files have the same columns and work too). Clotho against the zenodo 4783391 file list and soundata's
+clotho reader (clotho_captions_SPLIT.csv with header file_name,caption_1..caption_5, comma-separated, quoted;
+read there as ISO-8859-1, so a file that is not UTF-8 is read as Latin-1 here). MusicCaps against the Kaggle
+musiccaps-public.csv as copied in simonw/musiccaps-datasette data/ (audioset_positive_labels a quoted
+comma-separated mid list, aspect_list a Python-list string, is_audioset_eval True/False). ParaSpeechCaps against
+its Hugging Face release.
 """
 from __future__ import annotations
 

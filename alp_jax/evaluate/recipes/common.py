@@ -77,28 +77,37 @@ def read_csv(path: Path, columns: tuple[str, ...], delimiter: str = ",", header:
   """Rows of a metadata file as dicts; with header=False the `columns` name the fields in order. A missing column
   or a short row is a RecipeError naming the file and line."""
   require(path, f"the dataset's metadata file {path.name}")
-  with open(path, newline="", encoding="utf-8") as f:
-    reader = csv.reader(f, delimiter=delimiter)
-    rows, names = [], list(columns)
-    for line, fields in enumerate(reader, start=1):
-      if not fields or (len(fields) == 1 and not fields[0].strip()):
-        continue
-      if header and line == 1:
-        names = [name.strip() for name in fields]
-        missing = [c for c in columns if c not in names]
-        if missing:
-          raise RecipeError(f"{path}: header lacks column(s) {missing} (found {names}); is this the official file?")
-        continue
-      if len(fields) < len(names) and not header:
-        raise RecipeError(f"{path}:{line}: expected {len(names)} fields {names}, got {fields}")
-      record = dict(zip(names, (v.strip() for v in fields)))
-      if any(c not in record for c in columns):
-        raise RecipeError(f"{path}:{line}: expected fields {list(columns)}, got {fields}")
-      record["_line"] = line
-      rows.append(record)
+  reader = csv.reader(io.StringIO(read_text(path), newline=""), delimiter=delimiter)
+  rows, names = [], list(columns)
+  for line, fields in enumerate(reader, start=1):
+    if not fields or (len(fields) == 1 and not fields[0].strip()):
+      continue
+    if header and line == 1:
+      names = [name.strip() for name in fields]
+      missing = [c for c in columns if c not in names]
+      if missing:
+        raise RecipeError(f"{path}: header lacks column(s) {missing} (found {names}); is this the official file?")
+      continue
+    if len(fields) < len(names) and not header:
+      raise RecipeError(f"{path}:{line}: expected {len(names)} fields {names}, got {fields}")
+    record = dict(zip(names, (v.strip() for v in fields)))
+    if any(c not in record for c in columns):
+      raise RecipeError(f"{path}:{line}: expected fields {list(columns)}, got {fields}")
+    record["_line"] = line
+    rows.append(record)
   if not rows:
     raise RecipeError(f"{path}: no rows")
   return rows
+
+
+def read_text(path: Path) -> str:
+  """A metadata file's text: UTF-8 (a leading byte-order mark dropped), else Latin-1, the encoding some loaders
+  assume for Clotho's csv files (soundata's clotho.py reads them as ISO-8859-1)."""
+  data = path.read_bytes()
+  try:
+    return data.decode("utf-8-sig")
+  except UnicodeDecodeError:
+    return data.decode("latin-1")
 
 
 class AudioIndex:

@@ -7,6 +7,13 @@
 The standard split (Dieleman & Schrauwen 2014; Won et al. 2020): the 16 folders by mp3_path's first character,
 0-b (12) train, c (1) valid, d-f (3) test. Tags: the 50 with the most clips over the whole file (ties by name).
 Clips with none of the 50 tags carry no label and are left out (counted in the summary).
+
+File format checked against public readers of annotations_final.csv (csv.reader with delimiter "\t": first field
+clip_id, last mp3_path, the 188 tags between; fields quoted) and the tagatune.org dataset page. The split rule is
+the one of Dieleman & Schrauwen (ICASSP 2014): of the 16 folders the first 12 train, the 13th valid, the last 3
+test; taken from the paper, not verified against a released file here. HEAR has no MagnaTagATune task, and the
+split of minzwon/sota-music-tagging-models (jongpillee/music_dataset_split MTAT_split: released clip lists,
+filtered to clips with a top-50 tag and 29.1 s of audio) is a different list this recipe does not reproduce.
 """
 from __future__ import annotations
 

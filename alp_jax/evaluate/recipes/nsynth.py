@@ -7,6 +7,10 @@
   SOURCE/nsynth-SPLIT/audio/NOTE_STR.wav
 
 Splits as released: train, valid, test (instrument-disjoint between train and valid/test).
+
+Checked against hearbenchmark/hear-preprocess hearpreprocess/nsynth_pitch.py (nsynth-SPLIT/examples.json read as
+a dict keyed by note_str, audio nsynth-SPLIT/audio/NOTE_STR.wav, pitch kept in [21, 108], splits as released).
+HEAR's nsynth_pitch_5h / _50h then subsample each split to 5 h / 50 h of audio; these recipes keep every note.
 """
 from __future__ import annotations
 

@@ -6,6 +6,10 @@
 
 Splits as released: train -> train, test -> test (no validation split: the probe carves one from train).
 Clips never downloaded (many YouTube videos are gone) are counted and dropped up to --max-missing.
+Labels holding a comma are quoted ("ice cream truck, ice cream van"); they are kept whole as one class.
+
+Checked against hche11/VGGSound README.md ("# YouTube ID, start seconds, label,train/test split", no header line)
+and its data/test.csv (clips named YTID_000030.mp4, comma-holding labels quoted). HEAR has no VGGSound task.
 """
 from __future__ import annotations
 

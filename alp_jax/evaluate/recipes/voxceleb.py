@@ -10,6 +10,12 @@ Ours, deterministic: per speaker of vox2_meta.csv's dev set, the videos sorted b
 are test, the one before valid, the rest train (speakers with fewer than 3 videos are left out and reported).
   SOURCE/vox2_meta.csv     VoxCeleb2 ID, VGGFace2 ID, Gender, Set (dev | test)
   SOURCE/dev/aac/ID/VIDEO/UTT.m4a  (or .wav: convert the AAC files first if your libsndfile lacks AAC)
+
+Checked against torchaudio's VoxCeleb1Identification (pytorch/audio torchaudio/datasets/voxceleb1.py: iden_split.txt
+lines "SET PATH", 1 train / 2 dev / 3 test, audio under wav/) and s3prl's VoxCeleb1 SID preprocessor (the same
+file, 1,251 speakers); vox1_meta.csv is tab-separated with a header, vox2_meta.csv comma-separated with padded
+fields ("VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set"), as public readers of both files parse them. A UTF-8 byte-order
+mark is tolerated. HEAR has no VoxCeleb task.
 """
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ IDEN_SETS = {"1": "train", "2": "valid", "3": "test"}
 
 def _speaker_ids(path: Path, id_column: str) -> set[str]:
   common.require(path, "the VoxCeleb meta file")
-  text = path.read_text(encoding="utf-8")
+  text = common.read_text(path)
   delimiter = "\t" if "\t" in text.splitlines()[0] else ","
   reader = csv.DictReader(text.splitlines(), delimiter=delimiter)
   names = {name.strip(): name for name in reader.fieldnames or ()}
