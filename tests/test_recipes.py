@@ -111,8 +111,8 @@ def test_voxceleb1_official_identification_split(tmp_path):
 
 def test_voxceleb2_holds_out_each_speakers_last_videos(tmp_path):
   src = tmp_path / "src"
-  write(src / "vox2_meta.csv", "VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \nid00012 ,n000012 ,m ,dev \n"
-                               "id00015 ,n000015 ,m ,dev \n")
+  write(src / "vox2_meta.csv", "VoxCeleb2 ID,VGGFace2 ID,Gender,Set\nid00012 ,n000012 ,m ,dev \n"   # fields padded
+                               "id00015 ,n000015 ,m ,dev \nid00017 ,n000017 ,m ,test \n")
   for video in ("21Uxsk56VDQ", "2DLq_Kkc1r8", "5M8nmmeqT5A"):
     for utt in ("00001.m4a", "00002.m4a"):
       wav(src / "dev/aac/id00012" / video / utt)
@@ -236,21 +236,21 @@ def test_audioset_strong_writes_the_strong_label_tsv(tmp_path):
   src = tmp_path / "src"
   write(src / "mid_to_display_name.tsv", "/m/09x0r\tSpeech\n/m/0bt9lr\tDog\n")
   write(src / "audioset_train_strong.tsv", "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"
-        "b0RFKhbpFJA_30000\t0.000\t4.250\t/m/09x0r\nb0RFKhbpFJA_30000\t1.5\t2.0\t/m/0bt9lr\n")
+        "YxlGt805lTA_30000\t2.627\t7.237\t/m/09x0r\nYxlGt805lTA_30000\t1.5\t2.0\t/m/0bt9lr\n")
   write(src / "audioset_eval_strong.tsv", "segment_id\tstart_time_seconds\tend_time_seconds\tlabel\n"
         "--4gqARaEJE_0\t6.1\t9.9\t/m/0bt9lr\n")
-  train_clip = wav(src / "audio/Yb0RFKhbpFJA_30000.wav")
+  train_clip = wav(src / "audio/YYxlGt805lTA_30000.wav")   # the YouTube id itself starts with Y here
   test_clip = wav(src / "eval/--4gqARaEJE_0.flac")
   recipes.run("audioset_strong", src, tmp_path / "out")
   read = lambda s: list(csv.reader((tmp_path / f"out/{s}.tsv").read_text().splitlines(), delimiter="\t"))
   assert read("train") == [["filename", "onset", "offset", "event_label"],
-                           [str(train_clip.absolute()), "0.000", "4.250", "Speech"],
-                           [str(train_clip.absolute()), "1.500", "2.000", "Dog"]]
+                           [str(train_clip.absolute()), "1.500", "2.000", "Dog"],
+                           [str(train_clip.absolute()), "2.627", "7.237", "Speech"]]
   assert read("test")[1:] == [[str(test_clip.absolute()), "6.100", "9.900", "Dog"]]
   task = sed_tasks.read_sed_task(tmp_path / "out")   # the SED evaluator reads the folder as written
   assert list(task.classes) == ["Dog", "Speech"]
-  assert sorted((e.onset, e.offset, e.label) for e in task.splits["train"][0].events) == [(0.0, 4.25, "Speech"),
-                                                                                           (1.5, 2.0, "Dog")]
+  assert sorted((e.onset, e.offset, e.label) for e in task.splits["train"][0].events) == [(1.5, 2.0, "Dog"),
+                                                                                           (2.627, 7.237, "Speech")]
 
 
 def test_audiocaps_groups_captions_per_clip(tmp_path):
@@ -275,19 +275,26 @@ def test_audiocaps_groups_captions_per_clip(tmp_path):
 def test_clotho_five_captions(tmp_path):
   src = tmp_path / "src"
   header = "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
-  for name in ("development", "validation", "evaluation"):
-    write(src / f"clotho_captions_{name}.csv", header + f'"{name} clip.wav",' + ",".join(
-        f'"{name} caption {i}, quoted."' for i in range(1, 6)) + "\n")
+  for name in ("development", "validation"):   # quoted only where a field holds a comma, as in the release
+    write(src / f"clotho_captions_{name}.csv", header + f"{name} clip.wav," + ",".join(
+        f'"{name} caption {i}, quoted."' if i % 2 else f"{name} caption {i}." for i in range(1, 6)) + "\n")
     wav(src / name / f"{name} clip.wav")
+  wav(src / "evaluation/Santa Motor.wav")
   # a file in Latin-1 (soundata reads Clotho's csv files as ISO-8859-1) is read as such, not refused
-  (src / "clotho_captions_evaluation.csv").write_bytes(
-      (header + '"evaluation clip.wav",' + ",".join(f'"Caf\xe9 noise {i}."' for i in range(1, 6)) + "\n")
-      .encode("latin-1"))
+  (src / "clotho_captions_evaluation.csv").write_bytes((
+      header + "Santa Motor.wav,A machine whines and squeals while rhythmically punching or stamping.,A person is "
+      "using electric clippers to trim bushes.,Someone is trimming the bushes with electric clippers.,The whirring of "
+      "a pump fills a bladder that turns a switch to reset everything.,\"While rhythmically punching or stamping, a "
+      "machine whines and squeals in a caf\xe9.\"\n").encode("latin-1"))
   recipes.run("clotho", src, tmp_path / "out")
   task = caption_tasks.read_caption_task(tmp_path / "out")
-  assert task.splits["valid"][0].captions == tuple(f"validation caption {i}, quoted." for i in range(1, 6))
-  assert task.splits["test"][0].captions == tuple(f"Caf\xe9 noise {i}." for i in range(1, 6))
-  assert task.splits["test"][0].path == (src / "evaluation/evaluation clip.wav").absolute()
+  assert task.splits["valid"][0].captions == tuple(
+      f"validation caption {i}, quoted." if i % 2 else f"validation caption {i}." for i in range(1, 6))
+  assert task.splits["test"][0].captions[0] == "A machine whines and squeals while rhythmically punching or stamping."
+  assert task.splits["test"][0].captions[4] == ("While rhythmically punching or stamping, a machine whines and "
+                                                "squeals in a caf\xe9.")
+  assert task.splits["test"][0].path == (src / "evaluation/Santa Motor.wav").absolute()
+  assert task.splits["test"][0].id == "evaluation/Santa Motor.wav"
 
 
 def test_musiccaps_split_by_is_audioset_eval(tmp_path):

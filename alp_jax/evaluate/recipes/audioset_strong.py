@@ -10,10 +10,11 @@ Writes TASK_DIR/{train,test}.tsv in the AudioSet/DESED strong-label layout "file
 (the SED task format of alp_jax/evaluate/sed_tasks.py), event labels as display names;
 event times are seconds from the start of the 10-s segment. Splits as released: train -> train, eval -> test.
 
-Checked against public readers of the release (research.google.com/audioset/download_strong.html): the strong
-tsv files have a header (segment_id, start_time_seconds, end_time_seconds, label; bakhtos/GoogleAudioSetReformatted
-README's field table) and readers split segment_id at its last "_" into YTID and start ms; mid_to_display_name.tsv
-is read with header=None as (mid, name); file names as in yinkalario/audioset_strong's README. The
+Checked against the release's layout as public readers describe it (research.google.com/audioset/
+download_strong.html; files under storage.googleapis.com/us_audioset/youtube_corpus/strong/): yinkalario/
+audioset_strong README ("segment_id<TAB>start_time_seconds<TAB>end_time_seconds<TAB>label" header, rows like
+"YxlGt805lTA_30000<TAB>2.627<TAB>7.237<TAB>/m/053hz1"), bakhtos/GoogleAudioSetReformatted README (the same field
+names), and readers that load mid_to_display_name.tsv with no header as (mid, display name). The
 framed eval file (audioset_eval_strong_framed_posneg.tsv) is not used. HEAR has no AudioSet-strong task.
 """
 from __future__ import annotations

@@ -11,6 +11,8 @@ Splits as released: train, valid, test (instrument-disjoint between train and va
 Checked against hearbenchmark/hear-preprocess hearpreprocess/nsynth_pitch.py (nsynth-SPLIT/examples.json read as
 a dict keyed by note_str, audio nsynth-SPLIT/audio/NOTE_STR.wav, pitch kept in [21, 108], splits as released).
 HEAR's nsynth_pitch_5h / _50h then subsample each split to 5 h / 50 h of audio; these recipes keep every note.
+The record fields (note, note_str, instrument_str, pitch, velocity, sample_rate, qualities[_str],
+instrument_family[_str], instrument_source[_str]) as listed by the Hugging Face card of the release copy jg583/NSynth.
 """
 from __future__ import annotations
 

@@ -8,8 +8,10 @@ Splits as released: train -> train, test -> test (no validation split: the probe
 Clips never downloaded (many YouTube videos are gone) are counted and dropped up to --max-missing.
 Labels holding a comma are quoted ("ice cream truck, ice cream van"); they are kept whole as one class.
 
-Checked against hche11/VGGSound README.md ("# YouTube ID, start seconds, label,train/test split", no header line)
-and its data/test.csv (clips named YTID_000030.mp4, comma-holding labels quoted). HEAR has no VGGSound task.
+Checked against hche11/VGGSound README.md ("# YouTube ID, start seconds, label,train/test split"), a verbatim copy
+of the released vggsound.csv (Git-hossein/B.sc.-Audiocraft-module vggsound.csv: no header line, first row
+"---g-f_I2yQ,1,people marching,test", labels such as "bee, wasp, etc. buzzing" quoted) and hche11/VGGSound
+data/test.csv (clips named YTID_000030.mp4). HEAR has no VGGSound task.
 """
 from __future__ import annotations
 

@@ -13,9 +13,11 @@ are test, the one before valid, the rest train (speakers with fewer than 3 video
 
 Checked against torchaudio's VoxCeleb1Identification (pytorch/audio torchaudio/datasets/voxceleb1.py: iden_split.txt
 lines "SET PATH", 1 train / 2 dev / 3 test, audio under wav/) and s3prl's VoxCeleb1 SID preprocessor (the same
-file, 1,251 speakers); vox1_meta.csv is tab-separated with a header, vox2_meta.csv comma-separated with padded
-fields ("VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set"), as public readers of both files parse them. A UTF-8 byte-order
-mark is tolerated. HEAR has no VoxCeleb task.
+file, 1,251 speakers); vox1_meta.csv is tab-separated with a header ("VoxCeleb1 ID<TAB>VGGFace1 ID<TAB>Gender
+<TAB>Nationality<TAB>Set", as public readers parse it); vox2_meta.csv is comma-separated with space-padded fields
+(a copy in kaneelgit/msi_voxceleb: header "VoxCeleb2 ID,VGGFace2 ID,Gender,Set", rows "id00012 ,n000012 ,m ,dev ";
+other copies pad the header too), so names and values are stripped. A UTF-8 byte-order mark is tolerated. HEAR has
+no VoxCeleb task.
 """
 from __future__ import annotations
 
