@@ -3,6 +3,7 @@ files), checked through the task readers; missing files and foreign output folde
 import csv
 import json
 import os
+import random
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import soundfile as sf
 from alp_jax.configs.eval_suites import study
 from alp_jax.evaluate import caption_tasks, recipes, sed_tasks, tasks
 from alp_jax.evaluate.recipes import __main__ as cli
+from alp_jax.evaluate.recipes import crema_d
 
 
 def wav(path):
@@ -127,12 +129,29 @@ def test_voxceleb2_holds_out_each_speakers_last_videos(tmp_path):
 
 
 def crema_d_source(src):
+  """7 actors, each with one clip of every emotion (the release: 91 actors, 12 sentences, 6 emotions)."""
   emotions = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
+  sentences = ("DFA", "IEO", "IOM", "ITH", "TIE", "WSI")
   actors = [str(1001 + i) for i in range(7)]
   for i, actor in enumerate(actors):
-    wav(src / "AudioWAV" / f"{actor}_DFA_{emotions[i % 6]}_XX.wav")
-    wav(src / "AudioWAV" / f"{actor}_IEO_{emotions[(i + 1) % 6]}_HI.wav")
+    for j, emotion in enumerate(emotions):
+      wav(src / "AudioWAV" / f"{actor}_{sentences[(i + j) % 6]}_{emotion}_{'XX' if j % 2 else 'HI'}.wav")
   return actors
+
+
+def test_hear_folds_follow_hear_preprocess_split_k_folds():
+  keys = [f"{1001 + i}_DFA_ANG_XX" for i in range(23)]
+  shuffled = sorted(keys)
+  random.Random("split_k_folds").shuffle(shuffled)        # hear-preprocess pipeline.py, first seed
+  expected = {key: fold for fold, chunk in enumerate(np.array_split(np.array(shuffled), 5)) for key in chunk}
+  assert crema_d.hear_folds(keys[::-1], ["anger"] * 23) == [expected[key] for key in keys[::-1]]
+  # five clips of a rare label: seeds are retried until each fold holds one of them
+  labels = ["sad" if i < 5 else "anger" for i in range(23)]
+  folds = crema_d.hear_folds(keys, labels)
+  assert sorted(f for f, label in zip(folds, labels) if label == "sad") == [0, 1, 2, 3, 4]
+  assert folds != [expected[key] for key in keys]           # the first seed does not do that here
+  with pytest.raises(recipes.RecipeError, match="no seed"):
+    crema_d.hear_folds(keys[:4], ["anger"] * 4)             # 5 folds of 4 clips: one is always empty
 
 
 def test_crema_d_five_folds_by_file_as_hear(tmp_path):
@@ -142,15 +161,18 @@ def test_crema_d_five_folds_by_file_as_hear(tmp_path):
   names = lambda fold, split: sorted(e.path.name for e in fold.splits[split])
   tested = [name for fold in folds for name in names(fold, "test")]
   assert sorted(tested) == sorted(os.listdir(tmp_path / "src/AudioWAV"))   # every clip tested exactly once
-  assert sorted(len(fold.splits["test"]) for fold in folds) == [2, 3, 3, 3, 3]   # dealt round-robin
+  assert [len(fold.splits["test"]) for fold in folds] == [9, 9, 8, 8, 8]    # array_split: the first ones longer
+  stems = [name[:-4] for name in sorted(tested)]
+  labels = [crema_d.EMOTIONS[stem.split("_")[2]] for stem in stems]
+  fold_of = dict(zip(stems, crema_d.hear_folds(stems, labels)))
   for k, fold in enumerate(folds):
+    assert {name[:-4] for name in names(fold, "test")} == {stem for stem in stems if fold_of[stem] == k}
+    assert {e.labels[0] for e in fold.splits["test"]} == set(crema_d.EMOTIONS.values())   # HEAR's retry rule
     assert names(fold, "valid") == names(folds[(k + 1) % 5], "test")
     assert sorted(names(fold, "train")) == sorted(n for j in range(5) if j not in (k, (k + 1) % 5)
                                                   for n in names(folds[j], "test"))
   speakers = [{e.path.name[:4] for e in fold.splits["test"]} for fold in folds]
-  assert sum(len(s) for s in speakers) > 7                    # by file: some actor is in two test folds
-  recipes.run("crema_d", tmp_path / "src", tmp_path / "again")   # deterministic
-  assert (tmp_path / "again/fold3/test.csv").read_text() == (tmp_path / "out/fold3/test.csv").read_text()
+  assert sum(len(s) for s in speakers) > 7                  # by file: some actor is in two test folds
 
 
 def test_crema_d_speakers_five_speaker_disjoint_folds(tmp_path):
@@ -160,17 +182,17 @@ def test_crema_d_speakers_five_speaker_disjoint_folds(tmp_path):
   folds = [tasks.read_task(tmp_path / "out" / f"fold{k}") for k in range(1, 6)]
   actor = lambda e: e.path.name.split("_")[0]
   tested = [actor(e) for fold in folds for e in fold.splits["test"]]
-  assert sorted(tested) == sorted(actors * 2)                 # every clip is tested exactly once
+  assert sorted(tested) == sorted(actors * 6)                 # every clip is tested exactly once
   for k, fold in enumerate(folds):
     speakers = {s: {actor(e) for e in fold.splits[s]} for s in fold.splits}
     assert not (speakers["train"] & speakers["test"]) and not (speakers["valid"] & speakers["test"])
     assert speakers["valid"] == {actor(e) for e in folds[(k + 1) % 5].splits["test"]}
-    assert sum(len(v) for v in fold.splits.values()) == 14
+    assert sum(len(v) for v in fold.splits.values()) == 42
   first = folds[0].splits["test"]
-  assert {e.path.name: e.labels for e in first} == {"1001_DFA_ANG_XX.wav": ("anger",),
-                                                    "1001_IEO_DIS_HI.wav": ("disgust",),
-                                                    "1006_DFA_SAD_XX.wav": ("sad",),
-                                                    "1006_IEO_ANG_HI.wav": ("anger",)}
+  assert {actor(e) for e in first} == {"1001", "1006"}        # actors dealt round-robin
+  assert {e.path.name: e.labels for e in first if actor(e) == "1001"} == {
+      "1001_DFA_ANG_HI.wav": ("anger",), "1001_IEO_DIS_XX.wav": ("disgust",), "1001_IOM_FEA_HI.wav": ("fear",),
+      "1001_ITH_HAP_XX.wav": ("happy",), "1001_TIE_NEU_HI.wav": ("neutral",), "1001_WSI_SAD_XX.wav": ("sad",)}
 
 
 def test_crema_d_refuses_foreign_file_names(tmp_path):

@@ -3,17 +3,20 @@
   SOURCE/AudioWAV/ACTOR_SENTENCE_EMOTION_LEVEL.wav     e.g. 1001_DFA_ANG_XX.wav; EMOTION in ANG DIS FEA HAP NEU SAD
 
 5-fold cross-validation as HEAR's `tfds_crema_d` (one score per fold, averaged). HEAR pools the whole corpus and
-deals it into 5 folds keyed by file (split_mode "new_split_kfold", the default split key = the file), so a
-speaker's clips fall into several folds; `crema_d` does the same: the clips, sorted by name and shuffled with a
-fixed seed, are dealt round-robin into folds 1..5 (HEAR's own membership comes from TFDS record ids and is not
-reproduced). `crema_d_speakers` is the stricter speaker-disjoint variant (ours): the 91 actors sorted by id are
-dealt round-robin into the folds. In both, fold k's task folder TASK_DIR/foldk has test = fold k, valid = fold k+1
+splits it into 5 folds keyed by file (split_mode "new_split_kfold"; the default split key is the file), so a
+speaker's clips fall into several folds. `crema_d` applies HEAR's procedure (hear-preprocess pipeline.py
+split_k_folds) to the file names: the sorted keys are shuffled with random.Random("split_k_folds"), cut into 5
+contiguous near-equal chunks (numpy.array_split), and the seed is retried ("split_k_folds_retry_0", ...) until
+every fold holds every emotion. HEAR's keys are TFDS record ids, so its exact membership is not reproduced.
+`crema_d_speakers` is the stricter speaker-disjoint variant (ours): the 91 actors sorted by id are dealt
+round-robin into the folds. In both, fold k's task folder TASK_DIR/foldk has test = fold k, valid = fold k+1
 (fold 1 after fold 5) and train = the other three, as hear-eval-kit builds its k-fold splits.
 
-Checked against hearbenchmark/hear-preprocess hearpreprocess/secrettasks/hearsecrettasks/tfds_crema_d.py
-(split_mode new_split_kfold, nfolds 5, TFDS train+valid+test pooled), hearpreprocess/tfds_pipeline.py (no split
-key override: folds by file) and hear-eval-kit's data_splits_from_folds (test = fold k, valid = the next fold). File
-names as in the release, CheyneyComputerScience/CREMA-D (e.g. AudioMP3/1001_IEO_ANG_MD.mp3; AudioWAV alike).
+Checked against hearbenchmark/hear-preprocess (v2021.1.1): hearpreprocess/secrettasks/hearsecrettasks/
+tfds_crema_d.py (split_mode new_split_kfold, nfolds 5, TFDS train+valid+test pooled), hearpreprocess/
+tfds_pipeline.py (no split-key override), hearpreprocess/pipeline.py (get_split_key, split_k_folds), and
+hear-eval-kit's data_splits_from_folds (test = fold k, valid = the next fold). File names as in the release,
+CheyneyComputerScience/CREMA-D (e.g. AudioMP3/1001_IEO_ANG_MD.mp3; AudioWAV alike).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from alp_jax.evaluate.recipes import common
 LAYOUT = "AudioWAV/ACTOR_SENTENCE_EMOTION_LEVEL.wav"
 EMOTIONS = {"ANG": "anger", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 NUM_FOLDS = 5
-FOLD_SEED = "crema_d"
+SEED_RETRIES = 1000   # as hear-preprocess
 
 
 def _clips(source: Path) -> list[tuple[str, Path, str]]:
@@ -58,14 +61,32 @@ def _folders(clips: list[tuple[str, Path, str]], folds: list[int]) -> common.Con
   return common.Converted(folders)
 
 
+def hear_folds(keys: list[str], labels: list[str], num_folds: int = NUM_FOLDS) -> list[int]:
+  """Each key's fold by hear-preprocess's split_k_folds: sorted unique keys shuffled with a named seed, cut into
+  contiguous chunks of near-equal size (the first len % k chunks one longer, as numpy.array_split); the next seed
+  is tried until every fold holds every label."""
+  unique = sorted(set(keys))
+  for attempt in range(SEED_RETRIES):
+    seed = "split_k_folds" if attempt == 0 else f"split_k_folds_retry_{attempt - 1}"
+    shuffled = list(unique)
+    random.Random(seed).shuffle(shuffled)
+    size, extra = divmod(len(shuffled), num_folds)
+    fold_of, start = {}, 0
+    for fold in range(num_folds):
+      end = start + size + (fold < extra)
+      fold_of.update((key, fold) for key in shuffled[start:end])
+      start = end
+    folds = [fold_of[key] for key in keys]
+    if all(len({label for label, f in zip(labels, folds) if f == fold}) == len(set(labels))
+           for fold in range(num_folds)):
+      return folds
+  raise common.RecipeError(f"no seed of {SEED_RETRIES} gives every fold every label; too few clips per label")
+
+
 def convert(source: Path) -> common.Converted:
   """HEAR's rule: folds by file."""
   clips = _clips(source)
-  names = [audio.name for _, audio, _ in clips]
-  order = list(names)
-  random.Random(FOLD_SEED).shuffle(order)
-  fold_of = {name: i % NUM_FOLDS for i, name in enumerate(order)}
-  return _folders(clips, [fold_of[name] for name in names])
+  return _folders(clips, hear_folds([audio.stem for _, audio, _ in clips], [emotion for _, _, emotion in clips]))
 
 
 def convert_by_speaker(source: Path) -> common.Converted:
