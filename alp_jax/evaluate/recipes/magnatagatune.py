@@ -4,16 +4,16 @@
                                   "f/american_bach_soloists-...-30-59.mp3")
   SOURCE/0 ... SOURCE/f/*.mp3     the clips as unzipped (mp3.zip.001-003); SOURCE/mp3/0 ... also works
 
-The standard split (Dieleman & Schrauwen 2014; Won et al. 2020): the 16 folders by mp3_path's first character,
+The standard split (Dieleman & Schrauwen 2014): the 16 folders by mp3_path's first character,
 0-b (12) train, c (1) valid, d-f (3) test. Tags: the 50 with the most clips over the whole file (ties by name).
 Clips with none of the 50 tags carry no label and are left out (counted in the summary).
 
-File format checked against public readers of annotations_final.csv (csv.reader with delimiter "\t": first field
-clip_id, last mp3_path, the 188 tags between; fields quoted) and the tagatune.org dataset page. The split rule is
-the one of Dieleman & Schrauwen (ICASSP 2014): of the 16 folders the first 12 train, the 13th valid, the last 3
-test; taken from the paper, not verified against a released file here. HEAR has no MagnaTagATune task, and the
-split of minzwon/sota-music-tagging-models (jongpillee/music_dataset_split MTAT_split: released clip lists,
-filtered to clips with a top-50 tag and 29.1 s of audio) is a different list this recipe does not reproduce.
+File format checked against AudioFans/audidata audidata/datasets/magnatagatune.py (reads annotations_final.csv with
+a tab separator: clip_id, the 188 tag columns of 0/1, mp3_path; fields quoted) and the tagatune.org dataset page. Split:
+the same loader's docstring states the common use ("parts 1-12 for training, part 13 for validation and parts
+14-16 for testing", the 16 folders 0..f), the split of Dieleman & Schrauwen (ICASSP 2014); the loader itself reads
+released id lists (train/val/test_gt_mtt.tsv), which this recipe does not reproduce, nor the filtered lists of
+minzwon/sota-music-tagging-models. HEAR has no MagnaTagATune task.
 """
 from __future__ import annotations
 
