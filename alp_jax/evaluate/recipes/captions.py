@@ -15,8 +15,8 @@ ParaSpeechCaps (Diwan et al. 2025, HF ajd12342/paraspeechcaps): SOURCE/data/SPLI
   human-labelled part) -> train, dev -> valid, holdout -> test.
 
 Checked: AudioCaps against cdjkim/audiocaps dataset/{train,val}.csv and dataset/README.md (header
-audiocap_id,youtube_id,start_time,caption; captions holding commas quoted; 49,838 / 2,475 / 4,875 captions; the
-dataset2.0/ files have the same columns and work too). Clotho against the zenodo 4783391 file list and soundata's
+audiocap_id,youtube_id,start_time,caption; captions holding commas quoted; 49,838 train captions; the dataset2.0/
+files have the same columns and work too). Clotho against the zenodo 4783391 file list and soundata's
 clotho reader (clotho_captions_SPLIT.csv with header file_name,caption_1..caption_5, comma-separated, quoted;
 read there as ISO-8859-1, so a file that is not UTF-8 is read as Latin-1 here). MusicCaps against the Kaggle
 musiccaps-public.csv as copied in simonw/musiccaps-datasette data/ (audioset_positive_labels a quoted
