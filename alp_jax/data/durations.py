@@ -33,7 +33,6 @@ from alp_jax.data import manifest as mf
 STUDY_MIN_SECONDS = 1.0
 STUDY_MAX_SECONDS = 60.0
 LONG_CLIP_POLICIES = ("drop", "cap", "window")
-MAX_WINDOWS = 4095  # windows of one clip (prepare packs the count into 12 bits of its digest table)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +53,6 @@ class DurationRule:
       if self.max_seconds < 2 * self.min_seconds:
         raise ValueError(f"long_clips 'window' needs max_seconds >= 2 x min_seconds (windows are longer than "
                          f"max_seconds / 2), got {self.max_seconds} and {self.min_seconds}")
-      if math.ceil(mf.MAX_SECONDS / self.max_seconds) > MAX_WINDOWS:
-        raise ValueError(f"long_clips 'window' with max_seconds {self.max_seconds} could cut a {mf.MAX_SECONDS:.0f} s "
-                         f"clip into more than {MAX_WINDOWS} windows; use max_seconds >= "
-                         f"{mf.MAX_SECONDS / MAX_WINDOWS:.2f}")
 
   def to_json(self) -> dict:
     return {"min_seconds": self.min_seconds,

@@ -25,23 +25,23 @@ audio files (sizes, mtimes) reuses the finished dataset; anything else is refuse
 Exact-duplicate audio (a 64-bit digest of the 16 kHz int16 samples' sha1) is one clip: the first record in
 manifest order keeps it, in its own source; a later record of another source is merged into it, its captions
 appended to the clip's list and its source to the clip's `sources` (data/merge.py; counted per source pair in
-corpus.json["duplicates"]["merged"] and listed in merged_records.jsonl); a later record of a source the clip already
-has is skipped (`duplicate_audio`). The duration rule (data/durations.py; default the study's: clips outside 1-60 s
-are dropped; --long-clips cap keeps a long clip's first --max-seconds, window cuts it into windows) is applied to
-every clip and counted in corpus.json["durations"].
+corpus.json["duplicates"]["merged"] and listed in merged_records.jsonl); a later record of a source the clip
+already has is skipped (`duplicate_audio`). The duration rule (data/durations.py; default the study's: clips
+outside 1-60 s are dropped; --long-clips cap keeps a long clip's first --max-seconds, window cuts it into
+windows) is applied to every clip and counted in corpus.json["durations"].
 
 Bad records (and within-source duplicates, and clips the duration rule drops) are skipped and counted, never
-fatal, with one exception: files that are missing or fail to read (missing_file, unreadable_file: what a flaky or unmounted
-filesystem produces) may be at most --max-bad-fraction of the records that name a file (schema problems and
-duplicate ids excluded), else prepare stops with an error and
-publishes nothing. Schema problems, undecodable, silent, too short or too long audio and duplicates are
-properties of the data and do not count.
+fatal, with one exception: files that are missing or fail to read (missing_file, unreadable_file: what a flaky
+or unmounted filesystem produces) may be at most --max-bad-fraction of the records that name a file (schema
+problems and duplicate ids excluded), else prepare stops with an error and publishes nothing. Schema problems,
+undecodable, silent, too short or too long audio and duplicates are properties of the data and do not count.
 
 Memory stays flat in the number of records: manifests are streamed, at most workers x 32 records are in
 flight (submitted in chunks, collected in manifest order), skipped records go straight to bad_records.jsonl,
-and per clip only what the index needs (20 bytes) and where its record was (8 bytes) plus three digest tables (ids,
-audio, audio per source: 23-46 bytes each; digests.py) are kept; a merged duplicate costs 16 bytes per record it
-adds to (its captions wait in .partial/merges.jsonl until the shards holding its clip are rewritten). Measured with `python -m alp_jax.benchmarks.prepare_memory`.
+and per clip only what the index needs (20 bytes) and where its record came from (8 bytes) plus three digest
+tables (ids, audio, audio per source: 23-46 bytes each; digests.py) are kept; a merged duplicate costs 16 bytes
+per record it adds to (its captions wait in .partial/merges.jsonl until the shards holding its clip are
+rewritten, after the stream). Measured with `python -m alp_jax.benchmarks.prepare_memory`.
 """
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ DEFAULT_MAX_BAD_FRACTION = 0.01
 CHUNK_RECORDS = 8        # records per worker task
 CHUNKS_PER_WORKER = 4    # tasks in flight per worker: bounds the decoded clips waiting in the parent
 _PUBLISHED = ("shards", "index", "captions.txt", "bad_records.jsonl", folder_lib.MERGED_FILE, LABELS_FILE)
-_INDEX_BITS, _COUNT_BITS = 36, 12   # audio table value: source << 48 | windows << 36 | first record index
+_INDEX_BITS = 48   # audio table value: source index << 48 | the clip's first record index in that source
 
 
 class _SourceWriter:
@@ -97,6 +97,13 @@ class _SourceWriter:
 
   def __len__(self) -> int:
     return len(self.keys)
+
+  def clip_records(self, first: int) -> int:
+    """How many records (windows) the clip whose first record is `first` has: they share its manifest line."""
+    n = 1
+    while first + n < len(self.where) and self.where[first + n] == self.where[first]:
+      n += 1
+    return n
 
   def write(self, r: mf.Record, audio: np.ndarray, where: int, clip_id: str, extra: dict) -> None:
     """One record: `audio` (int16 16 kHz) under `clip_id` (r.id, or a window's id), its subset key r.id's (the
@@ -226,7 +233,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   source_list: list[str] = []   # source_index's inverse
   folders = folder_lib.SourceFolders()
   writers: dict[str, _SourceWriter] = {}
-  seen_audio = digests.DigestTable()   # audio digest -> source << 48 | windows << 36 | first record index
+  seen_audio = digests.DigestTable()   # audio digest -> source index << 48 | first record index
   seen_in_source = digests.DigestTable()  # digest of (audio, source) -> manifest index << 32 | line
   duration_counts = durations_lib.DurationCounts(rule)
   fingerprint = folder_lib.FileFingerprint(manifest_fp)
@@ -274,13 +281,11 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
                                   f"(same source)", r.manifest, r.line, r.id))
           continue
         writer = writers.get(r.source)
-        pieces = rule.pieces(result.seconds, len(result.audio), TARGET_SAMPLE_RATE)
-        first = seen_audio.setdefault(int(digest, 16), (src << 48) | (len(pieces) << _INDEX_BITS)
-                                      | (len(writer) if writer is not None else 0))
+        first = seen_audio.setdefault(int(digest, 16), (src << _INDEX_BITS) | (len(writer) if writer else 0))
         if first is not None:  # another source's clip: merge this record's captions into it
-          home = source_list[first >> 48]
-          index, count = first & ((1 << _INDEX_BITS) - 1), (first >> _INDEX_BITS) & ((1 << _COUNT_BITS) - 1)
-          merges.add(home, index, count, r)
+          home = source_list[first >> _INDEX_BITS]
+          index = first & ((1 << _INDEX_BITS) - 1)
+          merges.add(home, index, writers[home].clip_records(index), r)
           dup_across += 1
           kept = writers[home].where[index]
           merged_file.write(json.dumps({"manifest": r.manifest, "line": r.line, "id": r.id, "source": r.source,
@@ -290,6 +295,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
           continue
         if writer is None:
           writer = writers[r.source] = _SourceWriter(partial, folders(r.source), int(shard_megabytes * 2**20))
+        pieces = rule.pieces(result.seconds, len(result.audio), TARGET_SAMPLE_RATE)
         duration_counts.kept(r.source, len(result.audio), pieces, TARGET_SAMPLE_RATE)
         for k, (a, b) in enumerate(pieces):
           windowed = len(pieces) > 1

@@ -4,7 +4,8 @@ Ownership. Before writing anything prepare puts OWNER_FILE (`.alp_prepare_owner`
 version, creation time) into --out. Leftovers of an unfinished run (OWNED: shards/, index/, captions.txt,
 bad_records.jsonl, merged_records.jsonl, labels.json, .partial/, and the tokenizer trained from those captions)
 are deleted only in a folder that carries the marker (or a corpus.json that prepare wrote, for corpora made
-before the marker existed). A folder that holds any of those names without either is refused, and nothing in it is touched.
+before the marker existed). A folder that holds any of those names without either is refused, and nothing in
+it is touched.
 Other files in --out are never touched.
 
 Reuse key. corpus.json stores `manifest_fingerprint` (sha1 over each manifest's absolute path and bytes,

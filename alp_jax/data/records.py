@@ -1,10 +1,10 @@
 """The on-disk example format inside ArrayRecord shards.
 
 One record = b"ALP1" | uint32 little-endian header length | UTF-8 JSON header | int16 little-endian audio.
-The header holds id, captions, source, labels, split and sample_rate; since prepare format 3 also `sources` (every
-source whose records had this audio, the clip's own first: data/merge.py), `merged_ids` (the ids of the records
-merged into it) and, for a window of a long clip (data/durations.py), `window` [k, n] and `offset_seconds`. No TensorFlow, no pickle:
-any language that reads ArrayRecord and JSON can read the shards.
+The header holds id, captions, source, labels, split and sample_rate; since prepare format 3 also `sources`
+(every source whose records had this audio, the clip's own first: data/merge.py), `merged_ids` (the ids of the
+records merged into it) and, for a window of a long clip (data/durations.py), `window` [k, n] and
+`offset_seconds`. No TensorFlow, no pickle: any language that reads ArrayRecord and JSON can read the shards.
 """
 from __future__ import annotations
 
