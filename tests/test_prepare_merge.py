@@ -96,6 +96,8 @@ def test_shared_clip_gets_every_source_caption(shared, tmp_path):
   assert corpus["caption_lengths"]["sources"]["c"]["captions"] == 1   # lengths by the caption's own source
   overlap = leakage.caption_overlap(["Speech-style tags: none; a canine vocalises."], out / "captions.txt")
   assert overlap["exact_match_fraction"] == 1.0   # the leakage check sees a merged-in caption
+  audio = leakage.read_corpus_audio(out, quiet=True)   # and reports a merged clip under all its sources
+  assert dict(zip(audio.ids, audio.sources))["a-x"] == "a+b+c" and len(audio.ids) == 4
 
   # The index the pipeline reads counts the merged captions: every_caption visits each of them.
   for info in pipeline.load_sources(out):

@@ -324,7 +324,6 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
       if not quiet:
         print(f"[prepare] merging duplicates from other sources into {home}'s shards", file=sys.stderr, flush=True)
       merges.apply(home, writers[home].paths, writers[home].num_captions, merged_in)
-  (partial / "merges.jsonl").unlink()
   input_records = records_seen + problems.total - ingest_skips  # Records, plus lines that never became one
   progress.update(input_records, force=True)
 
