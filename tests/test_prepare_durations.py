@@ -95,7 +95,8 @@ def test_prepare_applies_and_counts_the_policy(clips, tmp_path, policy, capsys):
       windows = [found[f"{name}#w{k}"] for k in range(n)]
       np.testing.assert_array_equal(np.concatenate([w["audio"] for w in windows]), full[name])
       assert all(w["captions"] == [f"{name} seconds of noise"] and w["window"] == [k, n] for k, w in enumerate(windows))
-      assert [w["offset_seconds"] for w in windows] == pytest.approx([k * SECONDS[name] / n for k in range(n)], abs=1e-4)
+      offsets = [k * SECONDS[name] / n for k in range(n)]
+      assert [w["offset_seconds"] for w in windows] == pytest.approx(offsets, abs=1e-4)
     assert json.loads((out / "labels.json").read_text()) == {"kind": {"noise": 6}}   # a window is a clip
   kept_seconds = sum(len(e["audio"]) for e in found.values()) / RATE
   assert corpus["hours"] == pytest.approx(kept_seconds / 3600)

@@ -8,7 +8,8 @@
   counts.summary()               # -> corpus.json["durations"]; counts.lines() -> the summary lines prepare prints
 
 The study's rule (../shared/STUDY.md, 2.1 "Duration handling" [CODE]: "cuts shorter than 1 s or longer than 60 s
-are dropped") is the default: min_seconds 1, max_seconds 60, long_clips "drop". A clip exactly 1 s or 60 s long is
+are dropped"; the same section notes the toolkit config's `utt_max_duration: 30`, whose effect it does not say) is
+the default: min_seconds 1, max_seconds 60, long_clips "drop". A clip exactly 1 s or 60 s long is
 kept. Durations are the decoded audio's (samples / the file's own rate), the same number in validate and prepare.
 
   too short (< min_seconds)  always dropped (problem kind `too_short`): there is nothing to keep.
