@@ -116,8 +116,9 @@ PITCH_CAPTIONS = {
 PITCH_HZ = {"low": (110.0, 220.0), "middle": (440.0, 880.0), "high": (2000.0, 4000.0)}
 
 
-def write_caption_task(out, clips: int = 36, test_fraction: float = 1 / 3, seed: int = 0, seconds: float = 0.8):
+def write_caption_task(out, clips: int = 36, test_fraction: float = 1 / 3, seed: int = 0, seconds: float = 1.0):
   """A caption task folder: short noisy tones (16 or 22.05 kHz) described by pitch words, 2-3 captions each.
+  (1 s: LiT prepares the train split, and prepare drops clips under the study's 1 s minimum.)
 
   out/train.jsonl, out/test.jsonl in the manifest format; every other train line has no "source" (a caption
   task may omit it). Returns out."""

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from alp_jax.data import caption_lengths
+from alp_jax.data import durations
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.data import validate as validate_lib
@@ -59,7 +60,8 @@ def test_validate_and_prepare_report_the_truncated_shares(tmp_path, capsys):
   by_source = {s: [n for clip in clips for n in clip] for s, clips in WORD_COUNTS.items()}
   everything = sum(by_source.values(), [])
   result = validate_lib.validate([manifest], decode_audio=False, quiet=True)
-  prepared = prepare_lib.prepare([manifest], tmp_path / "out", quiet=True)["caption_lengths"]
+  prepared = prepare_lib.prepare([manifest], tmp_path / "out", quiet=True,   # 0.2 s clips: under the study's 1 s
+                                 durations=durations.DurationRule(min_seconds=0.1))["caption_lengths"]
   for summary in (result["caption_lengths"], prepared):
     assert summary["unit"] == "words" and summary["captions"] == len(everything)
     assert summary["truncated"] == pytest.approx(_expected(everything))

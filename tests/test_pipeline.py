@@ -4,6 +4,7 @@ import collections
 import numpy as np
 import pytest
 
+from alp_jax.data import durations
 from alp_jax.data import pipeline
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import subsets
@@ -19,7 +20,7 @@ def corpus(tmp_path_factory):
   for name, n, seconds, seed in [("alpha", 10, 1.0, 1), ("beta", 6, 2.0, 2), ("gamma", 4, 0.5, 3)]:
     manifests.append(write_manifest(root / f"{name}.jsonl", write_good_clips(root, n, name, seed, seconds)))
   out = root / "prepared"
-  prepare_lib.prepare(manifests, out, quiet=True)
+  prepare_lib.prepare(manifests, out, quiet=True, durations=durations.DurationRule(min_seconds=0.1))  # gamma: 0.5 s
   tokenizer_lib.train(out, vocab_size=64, quiet=True)
   return out
 

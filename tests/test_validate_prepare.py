@@ -59,11 +59,14 @@ def test_prepare_skips_and_counts_keeping_good(planted, tmp_path):
   assert set(_read_ids(out, corpus)) == good_ids
   assert corpus["clips"] == len(good_ids)
   skipped = dict(corpus["skipped"])
-  assert skipped.pop("duplicate_audio") == 2
+  assert skipped.pop("duplicate_audio") == 1   # the within-source repeat; the cross-source one is merged
   assert skipped == expected
-  assert corpus["duplicates"] == {"within_source": 1, "across_sources": 1}
+  # dup-across (src_b) has src_a-3's audio and captions: merged into that clip, adding no caption.
+  assert corpus["duplicates"] == {"within_source": 1, "across_sources": 1, "captions_added": 0,
+                                  "merged": {"src_a": {"src_b": {"clips": 1, "captions_added": 0,
+                                                                 "captions_already_present": 2}}}}
   bad = [json.loads(line) for line in (out / "bad_records.jsonl").read_text().splitlines()]
-  assert len(bad) == sum(expected.values()) + 2
+  assert len(bad) == sum(expected.values()) + 1
   assert all(b["manifest"] and b["line"] > 0 and b["detail"] for b in bad)
   # Per-source statistics.
   assert corpus["sources"]["src_a"]["clips"] == 6 and corpus["sources"]["src_b"]["clips"] == 4

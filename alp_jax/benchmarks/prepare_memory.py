@@ -7,7 +7,8 @@ For each size, writes a synthetic manifest whose records point at tiny real wav 
 reports the peak resident memory of prepare's main process (ru_maxrss of the process itself), of its largest
 decoding worker (ru_maxrss of its children), and records/s. `--files 0` (the default) gives every record its
 own file, so every clip is kept and the index and digest tables grow as they would in a real corpus;
-`--files N` cycles the records over N files, so all but N are skipped as duplicate audio (the skip path).
+`--files N` cycles the records over N files (and 3 sources), so all but N are duplicate audio: merged into the
+first source's clip or, within a source, skipped (the merge and skip paths).
 
 The files are made once per size and reused from --workdir (default: a temporary folder, removed after).
 """
@@ -63,7 +64,8 @@ def write_corpus(root: Path, records: int, files: int) -> Path:
 
 def measure(manifest: Path, out: Path, workers: int) -> dict:
   shutil.rmtree(out, ignore_errors=True)
-  args = ["--manifest", str(manifest), "--out", str(out), "--workers", str(workers)]
+  args = ["--manifest", str(manifest), "--out", str(out), "--workers", str(workers),
+          "--min-seconds", "0.1"]   # the clips are 0.12 s, under the study's 1 s minimum
   proc = subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True, check=False)
   if proc.returncode != 0 or not proc.stdout.strip():
     raise RuntimeError(f"prepare failed ({proc.returncode}): {proc.stderr[-2000:]}")

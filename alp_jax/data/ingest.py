@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 
 from alp_jax.audio import io as audio_io
+from alp_jax.data import durations as durations_lib
 from alp_jax.data import manifest as mf
 
 
@@ -15,12 +16,15 @@ class Ingested:
   record: mf.Record
   audio: np.ndarray | None  # int16 at 16 kHz (None when only checking)
   audio_hash: str | None    # sha1 of the int16 bytes: exact duplicates across sources
-  seconds: float
+  seconds: float            # the decoded duration (samples / the file's own rate), what the duration rule judges
 
 
-def ingest(record: mf.Record, *, keep_audio: bool = True,
-           sample_rate: int = audio_io.TARGET_SAMPLE_RATE) -> Ingested | mf.Problem:
-  """Decodes, checks, downmixes, resamples and quantises one record; a Problem instead of any exception."""
+def ingest(record: mf.Record, *, keep_audio: bool = True, sample_rate: int = audio_io.TARGET_SAMPLE_RATE,
+           durations: durations_lib.DurationRule | None = None) -> Ingested | mf.Problem:
+  """Decodes, checks, downmixes, resamples and quantises one record; a Problem instead of any exception.
+
+  durations: a clip this rule drops (too short, or too long under long_clips "drop") becomes its Problem; None
+  applies no rule. Capping and windowing are prepare's (they need the resampled samples)."""
   problem = mf.check_file(record)
   if problem:
     return problem
@@ -38,6 +42,9 @@ def ingest(record: mf.Record, *, keep_audio: bool = True,
   if problem:
     return problem
   seconds = samples.shape[0] / source_rate
+  problem = durations.check(record, seconds) if durations is not None else None
+  if problem:
+    return problem
   if not keep_audio:
     return Ingested(record, None, None, seconds)
   audio = audio_io.to_int16(audio_io.resample(audio_io.to_mono(samples), source_rate, sample_rate))

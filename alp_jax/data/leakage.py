@@ -206,7 +206,8 @@ def read_corpus_audio(corpus_dir, quiet: bool = False, batch: int = 64) -> Corpu
             example = records.decode_example(data)
             hashes.setdefault(hashlib.sha1(example["audio"].tobytes()).hexdigest(), len(ids))
             ids.append(example["id"])
-            sources.append(example["source"])
+            # A clip merged from several sources (data/merge.py) names them all: "audioset_caps+audiocaps".
+            sources.append("+".join(example.get("sources", [example["source"]])))
             prints.append(fingerprint(audio_io.from_int16(example["audio"])))
           progress.update(len(ids))
       finally:

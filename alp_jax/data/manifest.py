@@ -34,9 +34,12 @@ ZERO_LENGTH = "zero_length"
 NON_FINITE = "non_finite_samples"
 SILENT = "silent"
 ABSURD_DURATION = "absurd_duration"
+TOO_SHORT = "too_short"    # under the duration rule's minimum (data/durations.py; study: 1 s)
+TOO_LONG = "too_long"      # over its maximum under long_clips "drop" (study: 60 s)
 DUPLICATE_AUDIO = "duplicate_audio"  # found by prepare (hash of decoded samples), not a validate error
 PROBLEM_KINDS = (MALFORMED_JSON, MISSING_FIELD, BAD_CAPTIONS, BAD_LABELS, DUPLICATE_ID, MISSING_FILE,
-                 UNREADABLE_FILE, UNDECODABLE_AUDIO, ZERO_LENGTH, NON_FINITE, SILENT, ABSURD_DURATION)
+                 UNREADABLE_FILE, UNDECODABLE_AUDIO, ZERO_LENGTH, NON_FINITE, SILENT, ABSURD_DURATION, TOO_SHORT,
+                 TOO_LONG)
 
 MIN_SECONDS = 0.1           # shorter clips carry no usable content at 25 frames/s
 MAX_SECONDS = 3 * 3600.0    # longer is almost surely a broken header or a concatenated stream

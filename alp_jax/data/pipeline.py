@@ -43,7 +43,9 @@ def default_data_config() -> ml_collections.ConfigDict:
                                 # the trainer points it at the run's own copy, <workdir>/tokenizer.model
       tokenizer_sha1="",        # set by the trainer: sha1 of the run's copy (checked when a run is read back)
       sources=(),               # names of sources to use; empty = all
-      mixture="hours",          # "hours": weight = hours x factor (study); "explicit": weight = factor
+      mixture="hours",          # "hours": weight = hours x factor (study, default); "cropped_hours": weight = the
+                                # hours a visit can use, sum over clips of min(duration, crop_seconds), x factor;
+                                # "explicit": weight = factor (mixture_weights)
       source_weights={},        # source name -> factor (default 1.0)
       subset_fraction=1.0,      # nested subset (study: 400K < 1M < 4M < 10M of ~9.3M clips)
       caption_policy="random",  # "random": one caption per visit (study) | "every": each caption an example
@@ -136,13 +138,30 @@ class ClipSource(grain.sources.RandomAccessDataSource):
 
 
 def mixture_weights(sources: list[SourceInfo], cfg) -> list[float]:
+  """The probability that a visit draws from each source (cfg.mixture, cfg.source_weights factors, default 1).
+
+  "hours" (the study's rule and the default: the toolkit muxes sources with weight hours x weight): a source's
+  weight is its total hours x factor. With a fixed crop a visit uses at most crop_seconds of a clip, so a source of
+  long clips is visited more often per clip (each visit still using crop_seconds): hours over-weight long-form
+  sources against the audio actually consumed.
+  "cropped_hours": a source's weight is the hours a visit can use, sum over its clips of
+  min(duration, crop_seconds), x factor; the hours rule applied to the corpus as the crop sees it, so a clip of
+  crop length or longer is visited equally often whatever source it is in. Both count every clip of the source
+  (not only the data.subset_fraction subset, a hash-random sample with about the same mix).
+  "explicit": the weight is the factor.
+  """
   factors = [float(cfg.source_weights.get(s.name, 1.0)) for s in sources]
   if cfg.mixture == "hours":
     weights = [s.hours * f for s, f in zip(sources, factors)]
+  elif cfg.mixture == "cropped_hours":
+    crop = int(round(cfg.crop_seconds * SAMPLE_RATE))
+    weights = [float(np.minimum(s.num_samples, crop).sum()) / SAMPLE_RATE / 3600 * f
+               for s, f in zip(sources, factors)]
   elif cfg.mixture == "explicit":
     weights = factors
   else:
-    raise ValueError(f"data.mixture must be 'hours' or 'explicit', got {cfg.mixture!r}")
+    raise ValueError(f"data.mixture must be 'hours', 'cropped_hours' or 'explicit', "
+                     f"got {cfg.mixture!r}")
   if any(w <= 0 for w in weights):
     raise ValueError(f"every mixture weight must be > 0, got {dict(zip([s.name for s in sources], weights))}")
   total = sum(weights)

@@ -2,6 +2,7 @@
 
   python -m alp_jax.data.prepare --manifest FILE [--manifest FILE ...] --out DIR [--workers N] [--overwrite]
                                  [--max-bad-fraction 0.01] [--tokenizer FILE]
+                                 [--min-seconds 1] [--max-seconds 60] [--long-clips drop|cap|window]
 
 Writes into DIR:
   .alp_prepare_owner                            marks DIR as prepare's (see prepare_folder.py), written FIRST
@@ -10,8 +11,10 @@ Writes into DIR:
   captions.txt                                  every kept caption, one per line (tokenizer training, leakage)
   labels.json                                   per label task: each label and its clip count (class order)
   bad_records.jsonl                             every skipped record: manifest, line, id, kind, detail
+  merged_records.jsonl                          every record merged into another source's clip of the same audio
   corpus.json                                   per-source statistics (clips, captions, hours, caption lengths and
-                                                the share truncated at 32/64/128 tokens), written LAST
+                                                the share truncated at 32/64/128 tokens), what the duration rule
+                                                dropped, capped and windowed, the merged duplicates, written LAST
 (<folder> is the source name, or a sanitised name with a hash suffix: prepare_folder.SourceFolders.)
 
 corpus.json is the completeness marker: a crashed or aborted run leaves none, and the next run removes its
@@ -19,18 +22,26 @@ leftovers and starts over; only a folder carrying prepare's owner marker is ever
 removes a tokenizer trained from the old captions. Running again with the same manifests, record format and
 audio files (sizes, mtimes) reuses the finished dataset; anything else is refused unless --overwrite.
 
-Bad records and exact-duplicate audio (a 64-bit digest of the 16 kHz int16 samples' sha1, within and across
-sources; the first occurrence in manifest order is kept) are skipped and counted, never fatal, with one
-exception: files that are missing or fail to read (missing_file, unreadable_file: what a flaky or unmounted
-filesystem produces) may be at most --max-bad-fraction of the records that name a file (schema problems and
-duplicate ids excluded), else prepare stops with an error and
-publishes nothing. Schema problems, undecodable or silent audio and duplicates are properties of the data and
-do not count.
+Exact-duplicate audio (a 64-bit digest of the 16 kHz int16 samples' sha1) is one clip: the first record in
+manifest order keeps it, in its own source; a later record of another source is merged into it, its captions
+appended to the clip's list and its source to the clip's `sources` (data/merge.py; counted per source pair in
+corpus.json["duplicates"]["merged"] and listed in merged_records.jsonl); a later record of a source the clip
+already has is skipped (`duplicate_audio`). The duration rule (data/durations.py; default the study's: clips
+outside 1-60 s are dropped; --long-clips cap keeps a long clip's first --max-seconds, window cuts it into
+windows) is applied to every clip and counted in corpus.json["durations"].
+
+Bad records (and within-source duplicates, and clips the duration rule drops) are skipped and counted, never
+fatal, with one exception: files that are missing or fail to read (missing_file, unreadable_file: what a flaky
+or unmounted filesystem produces) may be at most --max-bad-fraction of the records that name a file (schema
+problems and duplicate ids excluded), else prepare stops with an error and publishes nothing. Schema problems,
+undecodable, silent, too short or too long audio and duplicates are properties of the data and do not count.
 
 Memory stays flat in the number of records: manifests are streamed, at most workers x 32 records are in
 flight (submitted in chunks, collected in manifest order), skipped records go straight to bad_records.jsonl,
-and per clip only what the index needs (20 bytes) plus two digest tables (ids, audio: 23-46 bytes each;
-digests.py) are kept. Measured with `python -m alp_jax.benchmarks.prepare_memory`.
+and per clip only what the index needs (20 bytes) and where its record came from (8 bytes) plus three digest
+tables (ids, audio, audio per source: 23-46 bytes each; digests.py) are kept; a merged duplicate costs 16 bytes
+per record it adds to (its captions wait in .partial/merges.jsonl until the shards holding its clip are
+rewritten, after the stream). Measured with `python -m alp_jax.benchmarks.prepare_memory`.
 """
 from __future__ import annotations
 
@@ -52,8 +63,10 @@ from etils import epath
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
 from alp_jax.data import caption_lengths
 from alp_jax.data import digests
+from alp_jax.data import durations as durations_lib
 from alp_jax.data import ingest as ingest_lib
 from alp_jax.data import manifest as mf
+from alp_jax.data import merge as merge_lib
 from alp_jax.data import prepare_folder as folder_lib
 from alp_jax.data import records
 from alp_jax.data import report
@@ -65,11 +78,13 @@ IO_FAILURES = (mf.MISSING_FILE, mf.UNREADABLE_FILE)  # what --max-bad-fraction c
 DEFAULT_MAX_BAD_FRACTION = 0.01
 CHUNK_RECORDS = 8        # records per worker task
 CHUNKS_PER_WORKER = 4    # tasks in flight per worker: bounds the decoded clips waiting in the parent
-_PUBLISHED = ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE)
+_PUBLISHED = ("shards", "index", "captions.txt", "bad_records.jsonl", folder_lib.MERGED_FILE, LABELS_FILE)
+_INDEX_BITS = 48   # audio table value: source index << 48 | the clip's first record index in that source
 
 
 class _SourceWriter:
-  """Shards of one source, rolled over at `shard_bytes`, and its index columns (flat arrays, 20 bytes a clip)."""
+  """Shards of one source, rolled over at `shard_bytes`, its index columns (flat arrays, 20 bytes a clip) and where
+  each record came from (manifest index << 32 | line, 8 bytes)."""
 
   def __init__(self, root: Path, folder: str, shard_bytes: int):
     self.dir = root / "shards" / folder
@@ -78,19 +93,32 @@ class _SourceWriter:
     self.paths: list[str] = []
     self.writer, self.bytes = None, 0
     self.keys, self.num_captions, self.num_samples = array.array("d"), array.array("i"), array.array("q")
+    self.where = array.array("q")
 
-  def write(self, ingested: ingest_lib.Ingested) -> None:
+  def __len__(self) -> int:
+    return len(self.keys)
+
+  def clip_records(self, first: int) -> int:
+    """How many records (windows) the clip whose first record is `first` has: they share its manifest line."""
+    n = 1
+    while first + n < len(self.where) and self.where[first + n] == self.where[first]:
+      n += 1
+    return n
+
+  def write(self, r: mf.Record, audio: np.ndarray, where: int, clip_id: str, extra: dict) -> None:
+    """One record: `audio` (int16 16 kHz) under `clip_id` (r.id, or a window's id), its subset key r.id's (the
+    windows of a clip stay in the same nested subsets)."""
     if self.writer is None or self.bytes >= self.shard_bytes:
       self._roll()
-    r = ingested.record
-    meta = {"id": r.id, "captions": r.captions, "source": r.source, "labels": r.labels, "split": r.split,
-            "sample_rate": TARGET_SAMPLE_RATE}
-    data = records.encode_example(meta, ingested.audio)
+    meta = {"id": clip_id, "captions": r.captions, "source": r.source, "sources": [r.source], "labels": r.labels,
+            "split": r.split, "sample_rate": TARGET_SAMPLE_RATE, **extra}
+    data = records.encode_example(meta, audio)
     self.writer.write(data)
     self.bytes += len(data)
     self.keys.append(subsets.subset_key(r.id))
     self.num_captions.append(len(r.captions))
-    self.num_samples.append(len(ingested.audio))
+    self.num_samples.append(len(audio))
+    self.where.append(where)
 
   def _roll(self) -> None:
     if self.writer is not None:
@@ -106,9 +134,9 @@ class _SourceWriter:
       self.writer = None
 
 
-def _ingest_chunk(chunk: list[mf.Record]) -> list:
+def _ingest_chunk(chunk: list[mf.Record], rule: durations_lib.DurationRule) -> list:
   """In a worker: (file stat, Ingested or Problem) per record; the stat is taken before reading."""
-  return [(folder_lib.file_stat(r.audio_path), ingest_lib.ingest(r)) for r in chunk]
+  return [(folder_lib.file_stat(r.audio_path), ingest_lib.ingest(r, durations=rule)) for r in chunk]
 
 
 def _chunks(items, size: int):
@@ -122,7 +150,7 @@ def _chunks(items, size: int):
     yield chunk
 
 
-def _ingested(record_stream, workers: int):
+def _ingested(record_stream, workers: int, rule: durations_lib.DurationRule):
   """Yields (record, file stat, Ingested | Problem) in manifest order, with bounded work in flight.
 
   Chunks go to the pool as the stream is read, never more than workers x CHUNKS_PER_WORKER at once; results
@@ -130,13 +158,13 @@ def _ingested(record_stream, workers: int):
   """
   if workers <= 1:
     for record in record_stream:
-      yield (record,) + _ingest_chunk([record])[0]
+      yield (record,) + _ingest_chunk([record], rule)[0]
     return
   pool = multiprocessing.get_context("spawn").Pool(workers)
   pending: collections.deque = collections.deque()
   try:
     for chunk in _chunks(record_stream, CHUNK_RECORDS):
-      pending.append((chunk, pool.apply_async(_ingest_chunk, (chunk,))))
+      pending.append((chunk, pool.apply_async(_ingest_chunk, (chunk, rule))))
       if len(pending) >= workers * CHUNKS_PER_WORKER:
         chunk, result = pending.popleft()
         yield from ((r,) + out for r, out in zip(chunk, result.get()))
@@ -167,24 +195,34 @@ def _too_many_io_failures(failures: int, records_seen: int, max_bad_fraction: fl
       f"rerun, or raise --max-bad-fraction to skip them. E.g. {examples}"[:2000])
 
 
+def _count_labels(label_counts: dict, labels: dict) -> None:
+  for task, value in labels.items():
+    for label in (value if isinstance(value, list) else [value]):
+      label_counts.setdefault(task, {}).setdefault(str(label), 0)
+      label_counts[task][str(label)] += 1
+
+
 def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwrite: bool = False,
             shard_megabytes: float = 256.0, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
-            tokenizer: str | None = None) -> dict:
+            tokenizer: str | None = None, durations: durations_lib.DurationRule | None = None) -> dict:
   """Prepares a corpus; returns the corpus.json content (plus 'reused': bool).
 
   tokenizer: a sentencepiece model whose tokens measure the kept captions' lengths (corpus.json
   "caption_lengths", data/caption_lengths.py); None counts words.
+  durations: the clip-duration rule (data/durations.py); None is the study's (keep 1-60 s, drop the rest).
 
   Raises PrepareError when `out_dir` may not be used as asked, or when more than `max_bad_fraction` of the
   records name audio files that are missing or unreadable (nothing is published then).
   """
   start = time.monotonic()
+  rule = durations if durations is not None else durations_lib.DurationRule()
   manifests = mf.resolve_manifest_paths(manifests)
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   say = (lambda text: None) if quiet else print
   manifest_fp, total_lines = folder_lib.manifest_fingerprint(manifests)
-  existing = folder_lib.claim(out, manifests, manifest_fp, overwrite, say)
+  settings = {"durations": rule.to_json()}
+  existing = folder_lib.claim(out, manifests, manifest_fp, overwrite, say, settings)
   if existing is not None:
     return {**existing, "reused": True}
 
@@ -192,9 +230,12 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   partial.mkdir()
   manifest_index = {m: i for i, m in enumerate(manifests)}
   source_index: dict[str, int] = {}
+  source_list: list[str] = []   # source_index's inverse
   folders = folder_lib.SourceFolders()
   writers: dict[str, _SourceWriter] = {}
-  seen_audio = digests.DigestTable()  # audio digest -> source index << 48 | manifest index << 32 | line
+  seen_audio = digests.DigestTable()   # audio digest -> source index << 48 | first record index
+  seen_in_source = digests.DigestTable()  # digest of (audio, source) -> manifest index << 32 | line
+  duration_counts = durations_lib.DurationCounts(rule)
   fingerprint = folder_lib.FileFingerprint(manifest_fp)
   dup_within = dup_across = io_failures = records_seen = ingest_skips = 0
   label_counts: dict[str, dict[str, int]] = {}
@@ -202,10 +243,11 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   lengths = caption_lengths.CaptionLengths(tokenizer_lib.Tokenizer(tokenizer) if tokenizer else None)
   progress = report.Progress(total_lines, "prepare", quiet)
   with open(partial / "bad_records.jsonl", "w", encoding="utf-8") as bad_file, \
-       open(partial / "captions.txt", "w", encoding="utf-8") as captions_file:
+       open(partial / folder_lib.MERGED_FILE, "w", encoding="utf-8") as merged_file, \
+       open(partial / "captions.txt", "w", encoding="utf-8") as captions_file, \
+       merge_lib.MergeLog(partial / "merges.jsonl") as merges:
     problems = report.ProblemLog(sink=bad_file)
-    results = _ingested(_records(manifests, problems), workers)
-    writer = None
+    results = _ingested(_records(manifests, problems), workers, rule)
     try:
       for record, file_stat, result in results:
         records_seen += 1
@@ -214,6 +256,8 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
         if isinstance(result, mf.Problem):
           problems.add(result)
           ingest_skips += 1
+          if result.kind in (mf.TOO_SHORT, mf.TOO_LONG):
+            duration_counts.dropped(record.source, result.kind)
           if result.kind in IO_FAILURES:
             io_failures += 1
             if io_failures > max_bad_fraction * total_lines:  # over the threshold whatever the rest holds
@@ -225,23 +269,39 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
           if len(source_index) >= 2**15:
             raise PrepareError(f"more than {2**15} sources (at {r.manifest}:{r.line}); merge some")
           source_index[r.source] = len(source_index)
-        where = (source_index[r.source] << 48) | (manifest_index[r.manifest] << 32) | r.line
-        first = seen_audio.setdefault(int(result.audio_hash[:16], 16), where)
-        if first is not None:
-          same_source = (first >> 48) == source_index[r.source]
-          dup_within, dup_across = dup_within + same_source, dup_across + (not same_source)
+          source_list.append(r.source)
+        src = source_index[r.source]
+        where = (manifest_index[r.manifest] << 32) | r.line
+        digest = result.audio_hash[:16]
+        same = seen_in_source.setdefault(digests.digest64(f"{digest}:{src}"), where)
+        if same is not None:  # this audio is already a clip of this source (its own, or merged into one)
+          dup_within += 1
           ingest_skips += 1
-          problems.add(mf.Problem(mf.DUPLICATE_AUDIO, f"same audio as {manifests[(first >> 32) & 0xFFFF]}:"
-                                  f"{first & 0xFFFFFFFF}", r.manifest, r.line, r.id))
+          problems.add(mf.Problem(mf.DUPLICATE_AUDIO, f"same audio as {manifests[same >> 32]}:{same & 0xFFFFFFFF} "
+                                  f"(same source)", r.manifest, r.line, r.id))
           continue
         writer = writers.get(r.source)
+        first = seen_audio.setdefault(int(digest, 16), (src << _INDEX_BITS) | (len(writer) if writer else 0))
+        if first is not None:  # another source's clip: merge this record's captions into it
+          home = source_list[first >> _INDEX_BITS]
+          index = first & ((1 << _INDEX_BITS) - 1)
+          merges.add(home, index, writers[home].clip_records(index), r)
+          dup_across += 1
+          kept = writers[home].where[index]
+          merged_file.write(json.dumps({"manifest": r.manifest, "line": r.line, "id": r.id, "source": r.source,
+                                        "into_source": home,
+                                        "into": f"{manifests[kept >> 32]}:{kept & 0xFFFFFFFF}"},
+                                       ensure_ascii=False) + "\n")
+          continue
         if writer is None:
           writer = writers[r.source] = _SourceWriter(partial, folders(r.source), int(shard_megabytes * 2**20))
-        writer.write(result)
-        for task, value in r.labels.items():
-          for label in (value if isinstance(value, list) else [value]):
-            label_counts.setdefault(task, {}).setdefault(str(label), 0)
-            label_counts[task][str(label)] += 1
+        pieces = rule.pieces(result.seconds, len(result.audio), TARGET_SAMPLE_RATE)
+        duration_counts.kept(r.source, len(result.audio), pieces, TARGET_SAMPLE_RATE)
+        for k, (a, b) in enumerate(pieces):
+          windowed = len(pieces) > 1
+          extra = {"window": [k, len(pieces)], "offset_seconds": round(a / TARGET_SAMPLE_RATE, 6)} if windowed else {}
+          writer.write(r, result.audio[a:b], where, f"{r.id}#w{k}" if windowed else r.id, extra)
+          _count_labels(label_counts, r.labels)
         for caption in r.captions:
           captions_file.write(caption.replace("\n", " ") + "\n")
           lengths.add(r.source, caption)
@@ -249,8 +309,21 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
       results.close()
       for w in writers.values():
         w.close()
-  if io_failures > max_bad_fraction * records_seen:
-    raise _too_many_io_failures(io_failures, records_seen, max_bad_fraction, problems, partial)
+
+    if io_failures > max_bad_fraction * records_seen:
+      raise _too_many_io_failures(io_failures, records_seen, max_bad_fraction, problems, partial)
+
+    def merged_in(source, captions, labels, first_window):
+      _count_labels(label_counts, labels)
+      if first_window:   # captions.txt and the length report hold a clip's captions once, not once per window
+        for caption in captions:
+          captions_file.write(caption.replace("\n", " ") + "\n")
+          lengths.add(source, caption)
+
+    for home in merges.sources:
+      if not quiet:
+        print(f"[prepare] merging duplicates from other sources into {home}'s shards", file=sys.stderr, flush=True)
+      merges.apply(home, writers[home].paths, writers[home].num_captions, merged_in)
   input_records = records_seen + problems.total - ingest_skips  # Records, plus lines that never became one
   progress.update(input_records, force=True)
 
@@ -261,6 +334,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
              num_captions=np.asarray(w.num_captions, np.int32), num_samples=np.asarray(w.num_samples, np.int64))
     sources[source] = {
         "clips": len(w.keys), "captions": int(sum(w.num_captions)),
+        "captions_from_other_sources": merges.captions_added(source),
         "hours": float(sum(w.num_samples)) / TARGET_SAMPLE_RATE / 3600,
         "shards": [os.path.relpath(p, partial) for p in w.paths],
         "index": f"index/{w.name}.npz"}
@@ -274,15 +348,20 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
     if src.exists():
       os.replace(src, out / name)
   shutil.rmtree(partial)
+  merged = merges.summary()
   corpus = {
       "format_version": folder_lib.FORMAT_VERSION, "sample_rate": TARGET_SAMPLE_RATE,
-      "fingerprint": fingerprint.hexdigest(), "manifest_fingerprint": manifest_fp,
+      "fingerprint": fingerprint.hexdigest(), "manifest_fingerprint": manifest_fp, "settings": settings,
       "manifests": [os.path.abspath(m) for m in manifests], "sources": sources,
       "clips": sum(s["clips"] for s in sources.values()),
+      "captions": sum(s["captions"] for s in sources.values()),
       "hours": sum(s["hours"] for s in sources.values()),
       "input_records": input_records,
       "skipped": dict(problems.counts),
-      "duplicates": {"within_source": dup_within, "across_sources": dup_across},
+      "duplicates": {"within_source": dup_within, "across_sources": dup_across,
+                     "captions_added": sum(c["captions_added"] for d in merged.values() for c in d.values()),
+                     "merged": merged},
+      "durations": duration_counts.summary(),
       "io_failures": io_failures, "max_bad_fraction": max_bad_fraction,
       "input_hours": seconds_in / 3600, "seconds_to_prepare": round(time.monotonic() - start, 2),
       "caption_lengths": lengths.summary(),
@@ -290,11 +369,13 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   tmp = out / (CORPUS_FILE + ".tmp")
   tmp.write_text(json.dumps(corpus, indent=1))
   os.replace(tmp, out / CORPUS_FILE)
-  say(summary_text(corpus, out, problems))
+  say(summary_text(corpus, out, problems, merges, duration_counts))
   return {**corpus, "reused": False}
 
 
-def summary_text(corpus: dict, out: Path, problems: report.ProblemLog | None = None) -> str:
+def summary_text(corpus: dict, out: Path, problems: report.ProblemLog | None = None,
+                 merges: merge_lib.MergeLog | None = None,
+                 duration_counts: durations_lib.DurationCounts | None = None) -> str:
   lines = [f"[prepare] wrote {corpus['clips']} clips ({corpus['hours']:.2f} h) to {out} "
            f"in {corpus['seconds_to_prepare']:.1f}s"]
   for name, s in corpus["sources"].items():
@@ -306,6 +387,10 @@ def summary_text(corpus: dict, out: Path, problems: report.ProblemLog | None = N
                   if skipped else ""))
   if problems is not None and problems.total:
     lines.extend(problems.lines())
+  if merges is not None:
+    lines.extend(merges.lines())
+  if duration_counts is not None:
+    lines.extend(duration_counts.lines())
   if "caption_lengths" in corpus:   # absent from corpora prepared before it was measured
     lines.extend("  " + line for line in caption_lengths.summary_lines(corpus["caption_lengths"]))
   return "\n".join(lines)
@@ -334,10 +419,12 @@ def main(argv=None) -> int:
                            f"(default {DEFAULT_MAX_BAD_FRACTION})")
   parser.add_argument("--tokenizer", default=None,
                       help="sentencepiece model to measure caption lengths in its tokens (default: words)")
+  durations_lib.add_arguments(parser)
   args = parser.parse_args(argv)
   try:
     prepare(args.manifest, args.out, workers=args.workers, overwrite=args.overwrite,
-            shard_megabytes=args.shard_megabytes, max_bad_fraction=args.max_bad_fraction, tokenizer=args.tokenizer)
+            shard_megabytes=args.shard_megabytes, max_bad_fraction=args.max_bad_fraction, tokenizer=args.tokenizer,
+            durations=durations_lib.from_arguments(args, parser))
   except (FileNotFoundError, PrepareError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

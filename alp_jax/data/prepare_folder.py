@@ -2,17 +2,18 @@
 
 Ownership. Before writing anything prepare puts OWNER_FILE (`.alp_prepare_owner`, JSON: tool, format
 version, creation time) into --out. Leftovers of an unfinished run (OWNED: shards/, index/, captions.txt,
-bad_records.jsonl, labels.json, .partial/, and the tokenizer trained from those captions) are deleted only in
-a folder that carries the marker (or a corpus.json that prepare wrote, for corpora made before the marker
-existed). A folder that holds any of those names without either is refused, and nothing in it is touched.
+bad_records.jsonl, merged_records.jsonl, labels.json, .partial/, and the tokenizer trained from those captions)
+are deleted only in a folder that carries the marker (or a corpus.json that prepare wrote, for corpora made
+before the marker existed). A folder that holds any of those names without either is refused, and nothing in
+it is touched.
 Other files in --out are never touched.
 
 Reuse key. corpus.json stores `manifest_fingerprint` (sha1 over each manifest's absolute path and bytes,
 plus FORMAT_VERSION) and `fingerprint` (that, plus the size and mtime of every record's audio file, in
-manifest order). A finished corpus is reused only when both match; checking the second stats every audio
-file once (streamed, about a minute per million files on a local disk, more on a network filesystem).
-Anything else (other manifests, another record format, re-encoded or touched audio) is refused without
---overwrite, and nothing is deleted.
+manifest order), and `settings` (the duration rule). A finished corpus is reused only when all three match;
+checking the second stats every audio file once (streamed, about a minute per million files on a local disk,
+more on a network filesystem). Anything else (other manifests, another record format, other settings,
+re-encoded or touched audio) is refused without --overwrite, and nothing is deleted.
 
 Source folders. A source name that is already a safe file name (letters, digits, `_ . -`, not starting with
 `.`, at most 100 characters) is its own folder; any other gets the sanitised name plus `-` and 8 hex
@@ -34,13 +35,16 @@ from pathlib import Path
 from alp_jax.data import manifest as mf
 from alp_jax.data import tokenizer as tokenizer_lib
 
-FORMAT_VERSION = 2  # 2: owner marker, fingerprint over audio file sizes/mtimes, collision-free source folders
+FORMAT_VERSION = 3  # 2: owner marker, fingerprint over audio file sizes/mtimes, collision-free source folders
+                    # 3: cross-source duplicates merged (records' `sources`, `merged_ids`), the duration rule
 OWNER_FILE = ".alp_prepare_owner"
 CORPUS_FILE = "corpus.json"
 LABELS_FILE = "labels.json"
+MERGED_FILE = "merged_records.jsonl"
 PARTIAL_DIR = ".partial"
 TOKENIZER_FILES = (tokenizer_lib.MODEL_FILE, str(Path(tokenizer_lib.MODEL_FILE).with_suffix(".vocab")))
-OWNED = ("shards", "index", "captions.txt", "bad_records.jsonl", LABELS_FILE, PARTIAL_DIR) + TOKENIZER_FILES
+OWNED = ("shards", "index", "captions.txt", "bad_records.jsonl", MERGED_FILE, LABELS_FILE,
+         PARTIAL_DIR) + TOKENIZER_FILES
 _MAX_FOLDER_CHARS = 100
 
 
@@ -127,8 +131,11 @@ def _remove(path: Path) -> None:
   shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
-def claim(out: Path, manifests: list[str], manifest_fp: str, overwrite: bool, say) -> dict | None:
+def claim(out: Path, manifests: list[str], manifest_fp: str, overwrite: bool, say,
+          settings: dict | None = None) -> dict | None:
   """Returns the corpus.json to reuse, or None once `out` is marked as ours and cleared of our leftovers.
+
+  settings: what else shapes the output (prepare's duration rule); a corpus made with other settings is not reused.
 
   Raises PrepareError (having deleted nothing) when `out` holds a corpus that may not be replaced, or
   files with prepare's names that prepare did not write.
@@ -148,6 +155,9 @@ def claim(out: Path, manifests: list[str], manifest_fp: str, overwrite: bool, sa
       if existing.get("manifest_fingerprint") != manifest_fp:
         raise PrepareError(f"{out} already holds a prepared corpus made from other manifests "
                            f"({', '.join(existing.get('manifests', []))[:300]}). Use another --out, or --overwrite.")
+      if settings is not None and existing.get("settings") != settings:
+        raise PrepareError(f"{out} holds a corpus of these manifests prepared with other settings "
+                           f"({existing.get('settings')}; this run: {settings}). Use another --out, or --overwrite.")
       say(f"[prepare] {out} holds a corpus of these manifests; checking the audio files' sizes and mtimes")
       if existing.get("fingerprint") != full_fingerprint(manifests, manifest_fp):
         raise PrepareError(f"{out} holds a corpus of these manifests, but audio files changed since (size or "

@@ -1,8 +1,10 @@
 """The on-disk example format inside ArrayRecord shards.
 
 One record = b"ALP1" | uint32 little-endian header length | UTF-8 JSON header | int16 little-endian audio.
-The header holds id, captions, source, labels, split and sample_rate. No TensorFlow, no pickle:
-any language that reads ArrayRecord and JSON can read the shards.
+The header holds id, captions, source, labels, split and sample_rate; since prepare format 3 also `sources`
+(every source whose records had this audio, the clip's own first: data/merge.py), `merged_ids` (the ids of the
+records merged into it) and, for a window of a long clip (data/durations.py), `window` [k, n] and
+`offset_seconds`. No TensorFlow, no pickle: any language that reads ArrayRecord and JSON can read the shards.
 """
 from __future__ import annotations
 
@@ -38,3 +40,12 @@ def decode_header(data: bytes) -> dict:
   if magic != MAGIC:
     raise ValueError(f"not an alp-jax record (magic {magic!r})")
   return json.loads(data[_HEADER.size:_HEADER.size + header_len].decode("utf-8"))
+
+
+def with_header(data: bytes, meta: dict) -> bytes:
+  """The record `data` with its header replaced by `meta` (the audio bytes are kept as they are, not decoded)."""
+  magic, header_len = _HEADER.unpack_from(data, 0)
+  if magic != MAGIC:
+    raise ValueError(f"not an alp-jax record (magic {magic!r})")
+  header = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode("utf-8")
+  return _HEADER.pack(MAGIC, len(header)) + header + data[_HEADER.size + header_len:]

@@ -1,34 +1,43 @@
 """Checks every record of one or more manifests and reports problems by kind.
 
   python -m alp_jax.data.validate --manifest FILE [--manifest FILE ...] [--strict] [--workers N] [--no-audio]
-                                  [--tokenizer FILE]
+                                  [--tokenizer FILE] [--min-seconds 1] [--max-seconds 60] [--long-clips drop]
 
 Exit 0 with a report; with --strict, exit 1 when any record has a problem. Audio is decoded (all kinds of
 bad audio are found) unless --no-audio, which checks only the JSON and that files exist. The report ends with the
 caption lengths of the well-formed records and the share truncated at 32/64/128 tokens (words unless --tokenizer;
-data/caption_lengths.py).
+data/caption_lengths.py). Decoded clips are judged by prepare's duration rule (data/durations.py, the same options;
+default the study's: outside 1-60 s is dropped): a clip prepare would drop is a `too_short` / `too_long` problem, and
+the report counts the long clips prepare would cap or window.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import sys
 
 from alp_jax.data import caption_lengths
+from alp_jax.data import durations as durations_lib
 from alp_jax.data import ingest as ingest_lib
 from alp_jax.data import manifest as mf
 from alp_jax.data import report
 from alp_jax.data import tokenizer as tokenizer_lib
 
 
-def _check(record: mf.Record):
-  return ingest_lib.ingest(record, keep_audio=False)
+def _check(record: mf.Record, rule: durations_lib.DurationRule):
+  return ingest_lib.ingest(record, keep_audio=False, durations=rule)
 
 
 def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: bool = False,
-             tokenizer: str | None = None) -> dict:
+             tokenizer: str | None = None, durations: durations_lib.DurationRule | None = None) -> dict:
   """Returns {"records": n, "ok": n, "seconds": total audio s, "problems": ProblemLog, "caption_lengths": summary
-  of the well-formed records' captions (CaptionLengths.summary, in `tokenizer`'s tokens or words)}."""
+  of the well-formed records' captions (CaptionLengths.summary, in `tokenizer`'s tokens or words), "long_clips":
+  kept clips over the rule's max_seconds (capped or windowed by prepare)}.
+
+  durations: prepare's duration rule (None: the study's); checked only when decoding audio."""
+  rule = durations if durations is not None else durations_lib.DurationRule()
+  check = functools.partial(_check, rule=rule)
   paths = mf.resolve_manifest_paths(manifests)
   problems = report.ProblemLog()
   lengths = caption_lengths.CaptionLengths(tokenizer_lib.Tokenizer(tokenizer) if tokenizer else None)
@@ -41,11 +50,11 @@ def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: b
       for caption in item.captions:
         lengths.add(item.source, caption)
   n_lines = len(records) + problems.total
-  ok, seconds = 0, 0.0
+  ok, seconds, long_clips = 0, 0.0, 0
   progress = report.Progress(len(records), "validate", quiet)
   if decode_audio:
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-    results = pool.imap(_check, records, chunksize=8) if pool else map(_check, records)
+    results = pool.imap(check, records, chunksize=8) if pool else map(check, records)
     try:
       for i, result in enumerate(results, 1):
         if isinstance(result, mf.Problem):
@@ -53,6 +62,7 @@ def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: b
         else:
           ok += 1
           seconds += result.seconds
+          long_clips += result.seconds > rule.max_seconds
         progress.update(i)
     finally:
       if pool:
@@ -66,7 +76,7 @@ def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: b
       else:
         ok += 1
   return {"manifests": paths, "records": n_lines, "ok": ok, "seconds": seconds, "problems": problems,
-          "caption_lengths": lengths.summary()}
+          "caption_lengths": lengths.summary(), "long_clips": long_clips}
 
 
 def main(argv=None) -> int:
@@ -78,9 +88,12 @@ def main(argv=None) -> int:
   parser.add_argument("--no-audio", action="store_true", help="do not decode audio (schema and files only)")
   parser.add_argument("--tokenizer", default=None,
                       help="sentencepiece model to measure caption lengths in its tokens (default: words)")
+  durations_lib.add_arguments(parser)
   args = parser.parse_args(argv)
+  rule = durations_lib.from_arguments(args, parser)
   try:
-    result = validate(args.manifest, workers=args.workers, decode_audio=not args.no_audio, tokenizer=args.tokenizer)
+    result = validate(args.manifest, workers=args.workers, decode_audio=not args.no_audio, tokenizer=args.tokenizer,
+                      durations=rule)
   except FileNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -92,6 +105,10 @@ def main(argv=None) -> int:
     print("problems (kind, count, first examples):")
     print("\n".join(problems.lines()))
     print("prepare skips these records and lists them in bad_records.jsonl beside the shards.")
+  if result["long_clips"]:
+    what = "cuts to its first" if rule.long_clips == "cap" else "cuts into windows of at most"
+    print(f"{result['long_clips']} clip(s) last more than {rule.max_seconds:g} s: prepare --long-clips "
+          f"{rule.long_clips} {what} {rule.max_seconds:g} s.")
   print("\n".join(caption_lengths.summary_lines(result["caption_lengths"])))
   return 1 if (args.strict and problems.total) else 0
 
