@@ -9,6 +9,9 @@ TCMALLOC = $(firstword $(shell ls /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.
 RUN = $(if $(TCMALLOC),LD_PRELOAD=$(TCMALLOC)) $(PY)
 DEMO_DIR ?= runs/demo
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many pytest-xdist worker processes, one test file per worker at a time (module
+# fixtures stay in one process); 0 runs it in one process. Two fit a 2-core machine: most tests are compile-bound.
+TEST_WORKERS ?= 2
 # The jax build: unset (CPU, what requirements.txt pins), cuda12 (NVIDIA GPUs) or tpu (TPU VMs).
 ALP_ACCELERATOR ?=
 ACCEL := $(or $(ALP_ACCELERATOR),cpu)
@@ -60,7 +63,7 @@ demo-recipe: $(STAMP) sysdeps
 	$(RUN) -m alp_jax.demo --out $(DEMO_DIR) --stage recipe
 
 test: $(STAMP)
-	$(RUN) -m pytest -q -m "not slow" tests $(PYTEST_ARGS)
+	$(RUN) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile tests $(PYTEST_ARGS)
 
 test-slow: $(STAMP)
 	$(RUN) -m pytest -q -m slow tests $(PYTEST_ARGS)
