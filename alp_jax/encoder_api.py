@@ -280,9 +280,22 @@ class AudioEncoder:
       return ({n: (frames if n == LAST else out_dict[n]).astype(jnp.float32) for n in names},
               out_dict["frame_mask"])
 
+    @functools.partial(jax.jit, static_argnames=("name", "with_frames"))
+    def encode_sums(state, audio, mask, name, with_frames):
+      """-> {"sums": (W,D) sum of each window's valid frames, "counts": (W,)} (+ "frames" (W,T',D), "frame_mask"
+      (W,T') when with_frames): a mean needs only the sums, so its frames never leave the device."""
+      outputs, frame_mask = encode(state, audio, mask, names=(name,))
+      frames = outputs[name]                                                        # (W,T',D)
+      out = {"sums": jnp.sum(jnp.where(frame_mask[..., None], frames, 0.0), axis=1),  # (W,D)
+             "counts": jnp.sum(frame_mask, axis=1)}                                 # (W,)
+      if with_frames:
+        out["frames"], out["frame_mask"] = frames, frame_mask
+      return out
+
     # Shared with every view (at_layer): the parameters (sync) and the layer names found by tracing.
     self._shared = {"state": state, "layer_names": None}
     self._encode = encode
+    self._encode_sums = encode_sums
     self.layer, self.layer_name = LAST, LAST
     if layer_name(layer) != LAST:
       self.layer, self.layer_name = self._check_layer(layer)
@@ -375,6 +388,14 @@ class AudioEncoder:
         outputs.setdefault(name, []).append(frames[:n].reshape(-1, frames.shape[-1]))
       frame_masks.append(m[:n].reshape(-1))
     return {name: np.concatenate(parts) for name, parts in outputs.items()}, np.concatenate(frame_masks)
+
+  def encode_windows(self, windows: np.ndarray, masks: np.ndarray, *, frames: bool) -> dict[str, np.ndarray]:
+    """(W, S) windows of 16 kHz audio and their (W, S) sample masks, from any clips (one compiled shape per W) ->
+    on the host "sums" (W, D) the sum of each window's valid frames of this encoder's layer and "counts" (W,);
+    with frames=True also "frames" (W, T', D) and "frame_mask" (W, T'). A clip's mean is its windows' summed
+    sums over their summed counts (alp_jax/evaluate/clip_batches.py batches windows across clips)."""
+    return jax.device_get(self._encode_sums(self._state, jnp.asarray(windows), jnp.asarray(masks),
+                                            name=self.layer_name, with_frames=frames))
 
   def embed(self, waveform, sample_rate: int) -> dict[str, np.ndarray]:
     """-> "frames" (T, D) valid frames of this encoder's layer (25 Hz for stack 4), "frame_mask" (T,) all True,

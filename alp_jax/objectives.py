@@ -19,7 +19,8 @@ config.loss fields read here (study values in brackets):
   label_smoothing      caption token cross-entropy [0.1]
   parallel_fraction    share of rows decoded in parallel-prediction mode [0.75]
   contrastive_kind     hybrid only: a key of CONTRASTIVE_LOSSES
-  contrastive_weight, caption_weight   hybrid only: loss = cw * contrastive + capw * caption
+  contrastive_weight, caption_weight   hybrid only: loss = cw * contrastive + capw * caption (configs/hybrid.py:
+                       tau and 1 on mean reductions, which balances the two gradients; docs/objectives.md)
   multilabel           tagging: per-class BCE (True) or softmax cross-entropy (False)
 
 To add a contrastive variant: its loss in alp_jax/losses.py, one CONTRASTIVE_LOSSES entry, a config variant.

@@ -94,3 +94,18 @@ def planted_bad_corpus(root: Path) -> tuple[list[Path], dict[str, int], set[str]
               "non_finite_samples": 1, "silent": 1, "absurd_duration": 2}
   good_ids = {r["id"] for r in good_a + good_b}
   return [manifest_a, manifest_b], expected, good_ids
+
+
+def caption_of_words(n: int) -> str:
+  """A caption of exactly n words as alp_jax.data.text.tokenize counts them."""
+  return " ".join(f"word{i}" for i in range(n))
+
+
+def long_caption_corpus(root: Path, word_counts: dict[str, list[list[int]]]) -> Path:
+  """One manifest; per source, one short clip per entry, whose captions have the given word counts."""
+  root.mkdir(parents=True, exist_ok=True)
+  recs = []
+  for seed, (source, clips) in enumerate(sorted(word_counts.items())):
+    for rec, counts in zip(write_good_clips(root, len(clips), source, seed=seed, seconds=0.2), clips):
+      recs.append({**rec, "captions": [caption_of_words(n) for n in counts]})
+  return write_manifest(root / "long_captions.jsonl", recs)

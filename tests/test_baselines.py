@@ -98,10 +98,11 @@ def test_embed_task_keeps_the_statistics_as_pooled_and_the_cache_round_trips(tmp
   train = first.splits["train"]
   assert train.pooled.shape == (4, 4 * 80) and [f.shape[1] for f in train.frames] == [160] * 4
   direct = extractor.embed(*audio_io.decode(tmp_path / "audio/c3.wav"))
-  np.testing.assert_array_equal(train.pooled[3], direct["pooled"])
+  np.testing.assert_array_equal(train.pooled[3], direct["pooled"].astype(np.float16))   # the store is float16
+  np.testing.assert_array_equal(train.frames[3], direct["frames"].astype(np.float16))
   assert not np.allclose(train.pooled[3, :160], train.frames[3].mean(axis=0))   # not the mean of the frames
   again = embed.embed_task(extractor, task, cache_dir=tmp_path / "cache", log=None)
-  assert again.cached and len(list((tmp_path / "cache").glob("*.npz"))) == 1
+  assert again.cached and sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == ["test.frames", "train.frames"]
   for split in ("train", "test"):
     np.testing.assert_array_equal(again.splits[split].pooled, first.splits[split].pooled)
     for a, b in zip(again.splits[split].frames, first.splits[split].frames):

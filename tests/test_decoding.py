@@ -1,5 +1,6 @@
 """Decoding and scoring: greedy against a step-by-step reference, beam search against greedy and
-against exhaustive search, scores against an independent log-softmax (tiny random decoders)."""
+against exhaustive search, scores against an independent log-softmax, cached decoding against the
+uncached reference path and its steps against teacher-forced logits (tiny random decoders)."""
 import itertools
 
 import jax
@@ -16,10 +17,10 @@ WIDTH, DEPTH, HEADS, MLP_DIM = 16, 2, 2, 32
 B, T, MAX_LEN = 4, 5, 8
 
 
-def _decoder(vocab: int, seed: int, eos_bias: float) -> CaptionDecoder:
+def _decoder(vocab: int, seed: int, eos_bias: float, **variant) -> CaptionDecoder:
   with nnx.use_eager_sharding(False):
     model = CaptionDecoder(vocab, rngs=nnx.Rngs(seed), width=WIDTH, depth=DEPTH, num_heads=HEADS,
-                           mlp_dim=MLP_DIM, max_len=MAX_LEN, dropout=0.0)
+                           mlp_dim=MLP_DIM, max_len=MAX_LEN, dropout=0.0, **variant)
   # An EOS bias makes some captions end early and others run to max_len.
   model.output_bias[...] = model.output_bias[...].at[EOS_ID].set(eos_bias)
   return model
@@ -159,3 +160,73 @@ def test_wide_beam_is_exhaustive_search():
       best = np.argmax(exact / lengths ** length_penalty)
       np.testing.assert_array_equal(tokens[b], captions[best])
       np.testing.assert_allclose(scores[b], exact[best], rtol=1e-5, atol=1e-5)
+
+
+def _assert_same_decoding(cached, uncached):
+  tokens, mask, scores = map(np.asarray, cached)
+  np.testing.assert_array_equal(tokens, np.asarray(uncached[0]))
+  np.testing.assert_array_equal(mask, np.asarray(uncached[1]))
+  np.testing.assert_allclose(scores, np.asarray(uncached[2]), rtol=1e-5, atol=1e-5)
+  lengths = mask.sum(-1)
+  # EOS comes at different steps, and at least one caption ends before max_len.
+  assert len(set(lengths.tolist())) > 1 and (lengths < tokens.shape[-1]).any(), lengths
+  return tokens
+
+
+def test_cached_decoding_equals_uncached(decoder, audio):
+  """Greedy and beam search with the KV cache give today's uncached decoding token for token."""
+  frames, frame_mask = audio
+  _assert_same_decoding(
+      decoding.greedy_decode(decoder, frames, frame_mask, max_len=MAX_LEN),
+      decoding.greedy_decode(decoder, frames, frame_mask, max_len=MAX_LEN, kv_cache=False))
+  beam = _assert_same_decoding(
+      decoding.beam_search(decoder, frames, frame_mask, max_len=MAX_LEN, beam_size=3),
+      decoding.beam_search(decoder, frames, frame_mask, max_len=MAX_LEN, beam_size=3,
+                           kv_cache=False))
+  greedy = np.asarray(decoding.greedy_decode(decoder, frames, frame_mask, max_len=MAX_LEN)[0])
+  assert (beam != greedy).any()  # the beams were reordered, not just greedy continued
+
+
+def test_cached_beam_search_equals_uncached_in_the_other_layout():
+  """Scanned blocks, the fused attention impl (the other cache layout), learned positions, tied
+  embeddings, projected audio frames, a decode length below the decoder's max_len."""
+  model = _decoder(16, seed=5, eos_bias=0.1, scan_layers=True,
+                   attention_impl="dot_product_attention", positions="learned",
+                   tie_embeddings=True, audio_width=12)
+  rng = np.random.default_rng(2)
+  frames = rng.normal(size=(3, T, 12)).astype(np.float32)
+  frame_mask = np.arange(T)[None] < np.array([[2], [5], [4]])
+  max_len = MAX_LEN - 2
+  _assert_same_decoding(
+      decoding.beam_search(model, frames, frame_mask, max_len=max_len, beam_size=2),
+      decoding.beam_search(model, frames, frame_mask, max_len=max_len, beam_size=2,
+                           kv_cache=False))
+
+
+@nnx.jit
+def _cached_step(model, inputs, cache):
+  return model.decode_step(inputs, cache)
+
+
+def test_decode_steps_give_the_teacher_forced_logits(decoder, audio):
+  """Feeding fixed captions one token at a time (2 rows per clip) through the cache gives, at every
+  position, the logits of one teacher-forced pass over the whole caption."""
+  frames, frame_mask = audio
+  beams, vocab = 2, decoder.vocab_size
+  captions = np.random.default_rng(3).integers(3, vocab, (B, beams, MAX_LEN)).astype(np.int32)
+  flat = captions.reshape(B * beams, MAX_LEN)
+  expected = np.asarray(forward(decoder, flat, np.ones_like(flat, bool),
+                                np.repeat(frames, beams, 0), np.repeat(frame_mask, beams, 0)))
+  cache = decoder.init_cache(jnp.asarray(frames), jnp.asarray(frame_mask), MAX_LEN, beams)
+  inputs = np.concatenate([np.full((B, beams, 1), BOS_ID, np.int32), captions[..., :-1]], -1)
+  for i in range(MAX_LEN):
+    logits, cache = _cached_step(decoder, inputs[..., i], cache)
+    assert int(cache.index) == i + 1
+    np.testing.assert_allclose(np.asarray(logits).reshape(B * beams, vocab), expected[:, i],
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_decoding_longer_than_the_decoder_is_refused(decoder, audio):
+  frames, frame_mask = audio
+  with pytest.raises(ValueError, match="exceeds the decoder's max_len"):
+    decoder.init_cache(jnp.asarray(frames), jnp.asarray(frame_mask), MAX_LEN + 1)

@@ -73,7 +73,7 @@ def test_cache_reuses_embeddings(tmp_path, encoder_dir, task_dir):
           "--cache-dir", str(tmp_path / "cache"))
   first = _run(tmp_path, "c1", *args)
   second = _run(tmp_path, "c2", *args)
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+  assert len(list((tmp_path / "cache").glob("*/train.pooled"))) == 1
   assert second["results"][0]["embed_seconds"] == 0.0
   assert first["results"][0]["value"] == second["results"][0]["value"]
 
@@ -224,10 +224,10 @@ def test_zero_shot_embeddings_match_the_two_tower_forward(tmp_path, task_dir):
   test_paths = {str(e.path) for e in tasks.read_task(task_dir).splits["test"]}
   assert set(run.embed_memo) == test_paths
   calls = []
-  encode = run.encoder.embed
-  run.encoder.embed = lambda *a: calls.append(a) or encode(*a)
+  encode = run.encoder.encode_windows
+  run.encoder.encode_windows = lambda *a, **k: calls.append(a) or encode(*a, **k)
   assert zero_shot.evaluate_task(run, task_dir, log=None) == [row] and not calls
-  run.encoder.embed = encode
+  run.encoder.encode_windows = encode
   # Reference: the model's own evaluation forward, each test clip as one window.
   test, audio, mask = _test_clips(task_dir)
   expected_audio, _ = model.embed_audio(jnp.asarray(audio), jnp.asarray(mask))

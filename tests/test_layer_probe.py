@@ -134,6 +134,6 @@ def test_cli_layer_is_recorded_and_checked(tmp_path, capsys):
   assert main([*base, "--out", str(tmp_path / "last.json")]) == 0
   l1, last = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("l1", "last"))
   assert l1["protocol"]["encoder"]["layer"] == 1 and last["protocol"]["encoder"]["layer"] == "last"
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 2   # one cache entry per layer
+  assert len(list((tmp_path / "cache").glob("*/train.pooled"))) == 2   # one cache entry per layer
   assert main([*base, "--layer", "7", "--out", str(tmp_path / "bad.json")]) == 2
   assert "--layer 7" in capsys.readouterr().err

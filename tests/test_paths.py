@@ -133,7 +133,7 @@ def test_the_exporter_writes_to_the_remote_folder(monkeypatch, bucket):
   config.data.crop_seconds = 1.0
   restored_from, saved_to = [], []
 
-  def restore_encoder(workdir, step=None):
+  def restore_encoder(workdir, step=None, averaged=False):
     restored_from.append(os.fspath(workdir))
     return config, encoder.encoder_params_pure(), 4
 

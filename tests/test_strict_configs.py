@@ -115,6 +115,6 @@ def test_a_resume_may_change_total_steps_and_keeps_the_old_config(run):
 def test_config_differences_name_nested_and_absent_fields():
   old = {"a": 1, "data": {"corpus_dir": "x", "source_weights": {}}, "lr": float("nan")}
   new = {"a": 1, "data": {"corpus_dir": "y", "source_weights": {"s": 2.0}, "new": 0}, "lr": float("nan")}
-  got = [(f, runs._show(a), runs._show(b)) for f, a, b in runs.config_differences(old, new)]
+  got = [(f, runs.show(a), runs.show(b)) for f, a, b in runs.config_differences(old, new)]
   assert got == [("data.corpus_dir", '"x"', '"y"'), ("data.new", "(absent)", "0"),
                  ("data.source_weights.s", "(absent)", "2.0")]

@@ -93,6 +93,37 @@ def test_plan_names_budgets_and_dependencies(tiny_corpus_dir, tone_task, tmp_pat
     plan_lib.expand(too_big, tmp_path / "big")
 
 
+def test_budget_branches_fork_from_their_point_and_two_towers_skip_captioning(tiny_corpus_dir, tone_task, tmp_path):
+  sweep = plan_lib.load_sweep_config("configs/sweeps/smoke.py", [
+      f"corpus_dir={tiny_corpus_dir}", f"evaluation.task_dirs=('{tone_task}',)", "inits=('scratch',)",
+      "objectives=('contrastive', 'captioning')", "budget.steps=40", "budget.branches=(0.25, 0.5)",
+      "evaluation.suite=probe,captioning"])
+  plan = plan_lib.expand(sweep, tmp_path / "sweep")
+  by_name = {p.name: p for p in plan.points}
+  trunk, quarter = by_name["contrastive_scratch_24_tiny_s0"], by_name["contrastive_scratch_24_tiny_s0_b0.25"]
+  # 10 steps cooling down over round(0.2 x 10) = 2 fork at 8; 20 steps fork at 16.
+  assert (quarter.steps, quarter.trained_steps, quarter.axes["branch_step"]) == (10, 2, 8)
+  assert by_name["contrastive_scratch_24_tiny_s0_b0.5"].axes["branch_step"] == 16
+  assert quarter.axes["budget"] == "fixed_steps*0.25" and trunk.axes["budget"] == "fixed_steps"
+  trunk_train = plan.stage("runs/contrastive_scratch_24_tiny_s0/train")
+  assert "--config.keep_steps=(8, 16)" in trunk_train.args
+  branch_train = plan.stage("runs/contrastive_scratch_24_tiny_s0_b0.25/train")
+  assert branch_train.deps == [trunk_train.id] and branch_train.new_steps == 2
+  assert f"--config.branch_from={trunk_train.output}@8" in branch_train.args
+  assert not any(a.startswith("--config.keep_steps") for a in branch_train.args)
+  assert plan.to_dict()["total"]["steps"] == 2 * (40 + 2 + 4)   # two trunks and their cooldowns
+  suite = lambda name: (lambda a: a[a.index("--suite") + 1])(plan.stage(f"runs/{name}/evaluate").args)
+  assert suite("contrastive_scratch_24_tiny_s0_b0.5") == "probe"
+  assert suite("captioning_scratch_24_tiny_s0") == "probe,captioning"
+  for bad, message in (("schedule.name=cosine", "needs schedule.name='constant_cooldown'"),
+                       ("schedule.warmup_steps=25", "cannot fork"), ("budget.branches=(1.5,)", r"in \(0, 1\)")):
+    sweep = plan_lib.load_sweep_config("configs/sweeps/smoke.py", [
+        f"corpus_dir={tiny_corpus_dir}", f"evaluation.task_dirs=('{tone_task}',)", "budget.steps=40",
+        "budget.branches=(0.5,)", bad])
+    with pytest.raises(ValueError, match=message):
+      plan_lib.expand(sweep, tmp_path / "bad")
+
+
 def test_local_sweep_skips_records_failures_and_resumes(tiny_corpus_dir, tone_task, tmp_path, stub_python):
   workdir = tmp_path / "sweep"
   args = smoke_args(tiny_corpus_dir, tone_task, workdir, "--config.objectives=('contrastive', 'captioning')", PLANTED)

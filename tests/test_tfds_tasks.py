@@ -128,7 +128,8 @@ def test_cli_probe_is_well_above_chance_and_cached(tmp_path, data_dir, encoder_d
   assert main([*args, "--out", str(tmp_path / "b.json")]) == 0
   [again] = json.loads((tmp_path / "b.json").read_text())["results"]
   assert again["embed_seconds"] == 0.0 and again["value"] == row["value"]
-  assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+  assert len(list((tmp_path / "cache").glob("*/train.pooled"))) == 1   # mean pooling stores no frames
+  assert not list((tmp_path / "cache").glob("*/*.frames"))
   # The cache key follows the data: another sample rate or another split mapping is another entry.
   fingerprint = lambda **kw: embed._files_fingerprint(tfds_tasks.read_tfds_task(NAME, data_dir=data_dir, log=None,
                                                                                  **kw))

@@ -3,7 +3,7 @@ prediction (CapPa), label smoothing 0.1.
 
   python -m alp_jax.train --config configs/cappa.py:tiny --workdir runs/cappa_tiny
 
-Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder) | ar_only (no parallel rows).
+Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder, captions up to 128 tokens, relative gradient clipping) | ar_only (no parallel rows).
 """
 import ml_collections
 
@@ -41,6 +41,9 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.audio.attention_impl = c.model.decoder.attention_impl = "dot_product_attention"
     c.model.audio.scan_layers = c.model.decoder.scan_layers = True  # one compiled layer (accelerators)
     c.data.crop_seconds = 10.0
+    c.data.max_caption_tokens = 128   # study toolkit: 128 (CaptionStew captions are long; see docs/data.md)
+    c.model.decoder.max_len = c.data.max_caption_tokens
+    common.apply_relative_clipping(c)
   if "ar_only" in variants:
     c.loss.parallel_fraction = 0.0
   return c

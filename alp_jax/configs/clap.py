@@ -5,7 +5,8 @@
   python -m alp_jax.train --config configs/clap.py:base --workdir gs://.../clap_base --config.data.corpus_dir=...
 
 Variants: tiny (CPU seconds) | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
-temperature 0.07, sum-reduced InfoNCE over the gathered global batch) | sigmoid (SigLIP loss) |
+temperature 0.07, sum-reduced InfoNCE over the gathered global batch, gradients clipped at twice the recent median
+norm) | sigmoid (SigLIP loss) |
 sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature.
 """
 import ml_collections
@@ -44,6 +45,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.audio.attention_impl = c.model.text.attention_impl = "dot_product_attention"
     c.model.audio.scan_layers = c.model.text.scan_layers = True  # one compiled layer (accelerators)
     c.loss.reduction = "sum"
+    common.apply_relative_clipping(c)   # a clip that fits the summed loss (docs/objectives.md)
     c.data.crop_seconds = 10.0
     c.data.max_caption_tokens = 32
   if "sigmoid" in variants:

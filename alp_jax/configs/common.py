@@ -40,6 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 3
+  c.keep_steps = ()               # steps saved and never deleted (a trunk's cooldown branch points: train/branch.py)
+  c.branch_from = ""              # TRUNK_WORKDIR@STEP: start as a cooldown branch of that run (train/branch.py)
   c.best_metric = ""              # e.g. "val/loss": also keep the best checkpoint by this evaluator metric
   c.best_mode = "min"
   c.async_checkpoints = True
@@ -57,6 +59,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.distributed = ml_collections.ConfigDict(dict(initialize="auto", coordinator_address="", num_processes=0,
                                                  process_id=0))
   return c
+
+
+def apply_relative_clipping(c: ml_collections.ConfigDict, scale: float = 2.0) -> None:
+  """The study toolkit's clipping (ScaledAdam clipping_scale 2.0): clip at `scale` x the median of the last
+  optimizer.clip_window gradient norms, instead of an absolute norm that a summed loss would exceed every step."""
+  c.optimizer.clip_norm = 0.0
+  c.optimizer.clip_relative = scale
 
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:

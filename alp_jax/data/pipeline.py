@@ -48,7 +48,8 @@ def default_data_config() -> ml_collections.ConfigDict:
       subset_fraction=1.0,      # nested subset (study: 400K < 1M < 4M < 10M of ~9.3M clips)
       caption_policy="random",  # "random": one caption per visit (study) | "every": each caption an example
       crop_seconds=10.0,        # fixed crop with padding mask (study: batches by total duration instead)
-      max_caption_tokens=32,    # tokens incl. EOS (study toolkit: BERT max_length 30)
+      max_caption_tokens=32,    # tokens incl. EOS; a longer caption is cut without EOS (study toolkit: BERT
+                                # max_length 30; caption decoder 128, as cappa:base and hybrid:base)
       label_task="",            # a task of the manifests' labels -> batch["labels"] (B,C) multi-hot and
                                 # batch["label_weight"] (B,) (supervised tagging objective)
       seed=0,

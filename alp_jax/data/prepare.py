@@ -1,7 +1,7 @@
 """Manifests -> training shards: decode, downmix, resample to 16 kHz, validate, deduplicate, write ArrayRecord.
 
   python -m alp_jax.data.prepare --manifest FILE [--manifest FILE ...] --out DIR [--workers N] [--overwrite]
-                                 [--max-bad-fraction 0.01]
+                                 [--max-bad-fraction 0.01] [--tokenizer FILE]
 
 Writes into DIR:
   .alp_prepare_owner                            marks DIR as prepare's (see prepare_folder.py), written FIRST
@@ -10,7 +10,8 @@ Writes into DIR:
   captions.txt                                  every kept caption, one per line (tokenizer training, leakage)
   labels.json                                   per label task: each label and its clip count (class order)
   bad_records.jsonl                             every skipped record: manifest, line, id, kind, detail
-  corpus.json                                   per-source statistics (clips, captions, hours), written LAST
+  corpus.json                                   per-source statistics (clips, captions, hours, caption lengths and
+                                                the share truncated at 32/64/128 tokens), written LAST
 (<folder> is the source name, or a sanitised name with a hash suffix: prepare_folder.SourceFolders.)
 
 corpus.json is the completeness marker: a crashed or aborted run leaves none, and the next run removes its
@@ -49,6 +50,7 @@ from array_record.python.array_record_module import ArrayRecordWriter
 from etils import epath
 
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
+from alp_jax.data import caption_lengths
 from alp_jax.data import digests
 from alp_jax.data import ingest as ingest_lib
 from alp_jax.data import manifest as mf
@@ -56,6 +58,7 @@ from alp_jax.data import prepare_folder as folder_lib
 from alp_jax.data import records
 from alp_jax.data import report
 from alp_jax.data import subsets
+from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.data.prepare_folder import CORPUS_FILE, FORMAT_VERSION, LABELS_FILE, PrepareError  # noqa: F401
 
 IO_FAILURES = (mf.MISSING_FILE, mf.UNREADABLE_FILE)  # what --max-bad-fraction counts
@@ -165,8 +168,12 @@ def _too_many_io_failures(failures: int, records_seen: int, max_bad_fraction: fl
 
 
 def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwrite: bool = False,
-            shard_megabytes: float = 256.0, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> dict:
+            shard_megabytes: float = 256.0, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION,
+            tokenizer: str | None = None) -> dict:
   """Prepares a corpus; returns the corpus.json content (plus 'reused': bool).
+
+  tokenizer: a sentencepiece model whose tokens measure the kept captions' lengths (corpus.json
+  "caption_lengths", data/caption_lengths.py); None counts words.
 
   Raises PrepareError when `out_dir` may not be used as asked, or when more than `max_bad_fraction` of the
   records name audio files that are missing or unreadable (nothing is published then).
@@ -192,6 +199,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
   dup_within = dup_across = io_failures = records_seen = ingest_skips = 0
   label_counts: dict[str, dict[str, int]] = {}
   seconds_in = 0.0
+  lengths = caption_lengths.CaptionLengths(tokenizer_lib.Tokenizer(tokenizer) if tokenizer else None)
   progress = report.Progress(total_lines, "prepare", quiet)
   with open(partial / "bad_records.jsonl", "w", encoding="utf-8") as bad_file, \
        open(partial / "captions.txt", "w", encoding="utf-8") as captions_file:
@@ -236,6 +244,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
             label_counts[task][str(label)] += 1
         for caption in r.captions:
           captions_file.write(caption.replace("\n", " ") + "\n")
+          lengths.add(r.source, caption)
     finally:
       results.close()
       for w in writers.values():
@@ -276,6 +285,7 @@ def prepare(manifests, out_dir, *, workers: int = 1, quiet: bool = False, overwr
       "duplicates": {"within_source": dup_within, "across_sources": dup_across},
       "io_failures": io_failures, "max_bad_fraction": max_bad_fraction,
       "input_hours": seconds_in / 3600, "seconds_to_prepare": round(time.monotonic() - start, 2),
+      "caption_lengths": lengths.summary(),
   }
   tmp = out / (CORPUS_FILE + ".tmp")
   tmp.write_text(json.dumps(corpus, indent=1))
@@ -296,6 +306,8 @@ def summary_text(corpus: dict, out: Path, problems: report.ProblemLog | None = N
                   if skipped else ""))
   if problems is not None and problems.total:
     lines.extend(problems.lines())
+  if "caption_lengths" in corpus:   # absent from corpora prepared before it was measured
+    lines.extend("  " + line for line in caption_lengths.summary_lines(corpus["caption_lengths"]))
   return "\n".join(lines)
 
 
@@ -320,10 +332,12 @@ def main(argv=None) -> int:
   parser.add_argument("--max-bad-fraction", type=float, default=DEFAULT_MAX_BAD_FRACTION,
                       help="stop if more than this fraction of records name missing/unreadable audio files "
                            f"(default {DEFAULT_MAX_BAD_FRACTION})")
+  parser.add_argument("--tokenizer", default=None,
+                      help="sentencepiece model to measure caption lengths in its tokens (default: words)")
   args = parser.parse_args(argv)
   try:
     prepare(args.manifest, args.out, workers=args.workers, overwrite=args.overwrite,
-            shard_megabytes=args.shard_megabytes, max_bad_fraction=args.max_bad_fraction)
+            shard_megabytes=args.shard_megabytes, max_bad_fraction=args.max_bad_fraction, tokenizer=args.tokenizer)
   except (FileNotFoundError, PrepareError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

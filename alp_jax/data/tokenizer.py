@@ -21,12 +21,15 @@ import numpy as np
 import sentencepiece as spm
 from etils import epath
 
+from alp_jax.data import caption_lengths
+
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILE = "tokenizer.model"
 
 
 class Tokenizer:
-  """Thin wrapper fixing our id conventions: captions become tokens + EOS, padded with PAD."""
+  """Thin wrapper fixing our id conventions: captions become tokens + EOS, padded with PAD (a caption too long for
+  its EOS is cut without one: `pad_caption`)."""
 
   def __init__(self, model_path: str | os.PathLike):
     model_path = os.fspath(model_path)
@@ -50,11 +53,10 @@ class Tokenizer:
     return self.sp.encode(text)
 
   def encode_padded(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> tokens int32 (N, max_len): caption tokens (truncated to max_len-1), EOS, PAD...; mask bool (N, max_len)."""
+    """-> tokens int32 (N, max_len), mask bool (N, max_len): each row is `pad_caption(encode(text), max_len)`."""
     tokens = np.full((len(texts), max_len), PAD_ID, np.int32)
     for i, ids in enumerate(self.sp.encode(list(texts))):
-      ids = ids[:max_len - 1] + [EOS_ID]
-      tokens[i, :len(ids)] = ids
+      tokens[i] = pad_caption(ids, max_len)
     return tokens, tokens != PAD_ID
 
   def decode(self, ids) -> str:
@@ -66,6 +68,19 @@ class Tokenizer:
       if i not in (PAD_ID, BOS_ID):
         out.append(i)
     return self.sp.decode(out)
+
+
+def pad_caption(ids: list[int], max_len: int) -> np.ndarray:
+  """(max_len,) int32: the caption's ids, EOS, then PAD; a caption that does not fit with its EOS is cut to its
+  first max_len ids and gets no EOS, so the decoder never learns to stop where a long caption was cut.
+
+  The mask (ids != PAD) then ends at the last kept token, and so does the caption loss (caption_decoder.py).
+  `caption_lengths.truncated(len(ids), max_len)` says which captions lose their EOS.
+  """
+  row = np.full((max_len,), PAD_ID, np.int32)
+  kept = list(ids[:max_len]) if caption_lengths.truncated(len(ids), max_len) else list(ids) + [EOS_ID]
+  row[:len(kept)] = kept
+  return row
 
 
 def train(corpus_dir: str | os.PathLike, *, vocab_size: int = 8000, model_type: str = "unigram",

@@ -1,9 +1,12 @@
 """Checks every record of one or more manifests and reports problems by kind.
 
   python -m alp_jax.data.validate --manifest FILE [--manifest FILE ...] [--strict] [--workers N] [--no-audio]
+                                  [--tokenizer FILE]
 
 Exit 0 with a report; with --strict, exit 1 when any record has a problem. Audio is decoded (all kinds of
-bad audio are found) unless --no-audio, which checks only the JSON and that files exist.
+bad audio are found) unless --no-audio, which checks only the JSON and that files exist. The report ends with the
+caption lengths of the well-formed records and the share truncated at 32/64/128 tokens (words unless --tokenizer;
+data/caption_lengths.py).
 """
 from __future__ import annotations
 
@@ -11,25 +14,32 @@ import argparse
 import multiprocessing
 import sys
 
+from alp_jax.data import caption_lengths
 from alp_jax.data import ingest as ingest_lib
 from alp_jax.data import manifest as mf
 from alp_jax.data import report
+from alp_jax.data import tokenizer as tokenizer_lib
 
 
 def _check(record: mf.Record):
   return ingest_lib.ingest(record, keep_audio=False)
 
 
-def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: bool = False) -> dict:
-  """Returns {"records": n, "ok": n, "seconds": total audio s, "problems": ProblemLog}."""
+def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: bool = False,
+             tokenizer: str | None = None) -> dict:
+  """Returns {"records": n, "ok": n, "seconds": total audio s, "problems": ProblemLog, "caption_lengths": summary
+  of the well-formed records' captions (CaptionLengths.summary, in `tokenizer`'s tokens or words)}."""
   paths = mf.resolve_manifest_paths(manifests)
   problems = report.ProblemLog()
+  lengths = caption_lengths.CaptionLengths(tokenizer_lib.Tokenizer(tokenizer) if tokenizer else None)
   records = []
   for item in mf.read_manifests(paths):
     if isinstance(item, mf.Problem):
       problems.add(item)
     else:
       records.append(item)
+      for caption in item.captions:
+        lengths.add(item.source, caption)
   n_lines = len(records) + problems.total
   ok, seconds = 0, 0.0
   progress = report.Progress(len(records), "validate", quiet)
@@ -55,7 +65,8 @@ def validate(manifests, *, workers: int = 1, decode_audio: bool = True, quiet: b
         problems.add(problem)
       else:
         ok += 1
-  return {"manifests": paths, "records": n_lines, "ok": ok, "seconds": seconds, "problems": problems}
+  return {"manifests": paths, "records": n_lines, "ok": ok, "seconds": seconds, "problems": problems,
+          "caption_lengths": lengths.summary()}
 
 
 def main(argv=None) -> int:
@@ -65,9 +76,11 @@ def main(argv=None) -> int:
   parser.add_argument("--strict", action="store_true", help="exit 1 if any record has a problem")
   parser.add_argument("--workers", type=int, default=1, help="decoding processes")
   parser.add_argument("--no-audio", action="store_true", help="do not decode audio (schema and files only)")
+  parser.add_argument("--tokenizer", default=None,
+                      help="sentencepiece model to measure caption lengths in its tokens (default: words)")
   args = parser.parse_args(argv)
   try:
-    result = validate(args.manifest, workers=args.workers, decode_audio=not args.no_audio)
+    result = validate(args.manifest, workers=args.workers, decode_audio=not args.no_audio, tokenizer=args.tokenizer)
   except FileNotFoundError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -79,6 +92,7 @@ def main(argv=None) -> int:
     print("problems (kind, count, first examples):")
     print("\n".join(problems.lines()))
     print("prepare skips these records and lists them in bad_records.jsonl beside the shards.")
+  print("\n".join(caption_lengths.summary_lines(result["caption_lengths"])))
   return 1 if (args.strict and problems.total) else 0
 
 

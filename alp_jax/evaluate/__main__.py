@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--pooling", choices=("mean", "attention", "both"), default="both")
   parser.add_argument("--out", required=True, help="results JSON")
   parser.add_argument("--seed", type=int, default=0, help="probe seed (and random-init weights seed, LiT seed)")
-  parser.add_argument("--cache-dir", default=None, help="reuse embeddings across runs (one .npz per task)")
+  parser.add_argument("--cache-dir", default=None,
+                      help="reuse embeddings across runs (float16 stores per task and split; docs/evaluation.md)")
   parser.add_argument("--beam-sizes", default="1,4", help="captioning decodings: 1 = greedy (default 1,4)")
   parser.add_argument("--lit-config", default="configs/hybrid.py:tiny",
                       help="LiT: the text side's config (its audio settings come from the encoder)")

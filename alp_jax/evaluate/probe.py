@@ -1,6 +1,6 @@
 """Linear probes on frozen features: mean pooling (a linear classifier) and attention pooling.
 
-Legend: N clips, B minibatch, T frames (padded to the longest clip of the task), D feature width,
+Legend: N clips, B minibatch, T frames (a minibatch's clips padded to a length bucket), D feature width,
 H attention heads, E head width, C classes, S optimizer steps.
 
 Protocol (fixed; docs/evaluation.md):
@@ -13,8 +13,13 @@ Protocol (fixed; docs/evaluation.md):
   4. retrain with the chosen setting on train + valid, report the test metric: accuracy (single-label,
      softmax cross-entropy) or mAP (multi-label, sigmoid cross-entropy), with its 95% percentile-bootstrap
      interval over the test clips (alp_jax/evaluate/stats.py, `interval_resamples` draws, seeded by `seed`).
-Every shape is fixed per task (one compiled training function for all grid points and the retrain, one
-for predictions), and all randomness comes from `seed`: the same features give the same numbers.
+Mean pooling: the (N, D) features live in memory and one compiled scan runs all S steps. Attention pooling
+reads clips from an embed_store.ClipFrames (the float16 store on disk, or in-memory clips): its standardiser is
+two streamed passes over the fit clips' frames (float64), and each step gathers its B clips, pads them to the
+length bucket of the longest (embed_store.bucket_length: a handful of compiled shapes per task) and
+standardises them on the device, so memory holds one minibatch of frames, however many clips the task has.
+Padding is masked, so the bucket changes no number. All randomness comes from `seed`: the same features give
+the same numbers.
 
 Attention pooling: learned queries (H, E) attend over K/V projections of the frames, the H pooled vectors
 are concatenated and a linear classifier reads them. Padding frames are masked out. The projections are
@@ -34,6 +39,7 @@ import numpy as np
 import optax
 
 from alp_jax.evaluate import embed as embed_lib
+from alp_jax.evaluate import embed_store
 from alp_jax.evaluate import stats
 from alp_jax.evaluate import tasks as tasks_lib
 
@@ -119,7 +125,8 @@ def score(scores: np.ndarray, targets: np.ndarray, multi_label: bool) -> float:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Features: {"features": (N, D)} for mean pooling, {"frames": (N, T, D), "mask": (N, T)} for attention.
+# Features: {"features": (N, D)} for mean pooling; for attention {"clips": embed_store.ClipFrames} (in-memory
+# {"frames": (N, T, D), "mask": (N, T)} is accepted and turned into clips), after standardising also "mean", "std".
 
 def pad_frames(frames: list[np.ndarray], length: int | None = None) -> dict[str, np.ndarray]:
   """Per-clip (T_i, D) frames -> {"frames": (N, T, D), "mask": (N, T)}, T = length or the longest clip."""
@@ -132,35 +139,48 @@ def pad_frames(frames: list[np.ndarray], length: int | None = None) -> dict[str,
   return {"frames": padded, "mask": mask}
 
 
-def _standardiser(train: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  values = train["features"] if "features" in train else train["frames"][train["mask"]]   # (rows, D)
-  mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+def _as_clips(data: dict) -> dict:
+  if "frames" in data:
+    return {"clips": embed_store.ClipFrames.from_padded(data["frames"], data["mask"])}
+  return data
+
+
+STATISTICS_CHUNK = 512   # clips per read in the streamed standardiser
+
+
+def _standardiser(train: dict) -> tuple[np.ndarray, np.ndarray]:
+  """Per-dimension mean and std (float64, two passes) of the features, or of every valid frame of the clips."""
+  if "features" in train:
+    values = train["features"]                                                                 # (N,D)
+    mean, std = values.mean(axis=0, dtype=np.float64), values.std(axis=0, dtype=np.float64)
+  else:
+    clips = train["clips"]
+    chunks = lambda: (np.concatenate(clips[start:start + STATISTICS_CHUNK])
+                      for start in range(0, len(clips), STATISTICS_CHUNK))                    # (rows,D)
+    count = int(clips.lengths.sum())
+    mean = sum(chunk.sum(axis=0, dtype=np.float64) for chunk in chunks()) / count
+    std = np.sqrt(sum(np.square(chunk - mean).sum(axis=0) for chunk in chunks()) / count)
   std = np.where(std < 1e-6, 1.0, std)   # constant dimensions stay constant (zero) instead of blowing up
   return mean.astype(np.float32), std.astype(np.float32)
 
 
-def _standardise(data: dict[str, np.ndarray], mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+def _standardise(data: dict, mean: np.ndarray, std: np.ndarray) -> dict:
+  """Features standardised now; clips carry mean and std, applied per minibatch on the device."""
   if "features" in data:
     return {"features": (data["features"] - mean) / std}
-  frames = (data["frames"] - mean) / std * data["mask"][..., None]
-  return {"frames": frames.astype(np.float32), "mask": data["mask"]}
+  return {"clips": data["clips"], "mean": mean, "std": std}
 
 
-def _take(data: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-  return {k: v[rows] for k, v in data.items()}
+def _take(data: dict, rows: np.ndarray) -> dict:
+  if "features" in data:
+    return {"features": data["features"][rows]}
+  return {**data, "clips": data["clips"].take(rows)}
 
 
-def _concat(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  if "frames" in a and a["frames"].shape[1] != b["frames"].shape[1]:
-    length = max(a["frames"].shape[1], b["frames"].shape[1])
-    a, b = (_pad_to(x, length) for x in (a, b))
-  return {k: np.concatenate([a[k], b[k]]) for k in a}
-
-
-def _pad_to(data: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
-  extra = length - data["frames"].shape[1]
-  return {"frames": np.pad(data["frames"], ((0, 0), (0, extra), (0, 0))),
-          "mask": np.pad(data["mask"], ((0, 0), (0, extra)))}
+def _concat(a: dict, b: dict) -> dict:
+  if "features" in a:
+    return {"features": np.concatenate([a["features"], b["features"]])}
+  return {"clips": a["clips"].concat(b["clips"])}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -200,7 +220,11 @@ def attention_pool(params: dict[str, jax.Array], frames: jax.Array, mask: jax.Ar
 
 
 def apply(params: dict[str, jax.Array], batch: dict[str, jax.Array]) -> jax.Array:
-  """Class logits (B, C)."""
+  """Class logits (B, C) of {"features": (B, D)} or {"frames": (B, T, D), "mask": (B, T)} (+ "mean", "std" (D,):
+  the frames are standardised first, padding set to zero)."""
+  if "mean" in batch:
+    frames = (batch["frames"] - batch["mean"]) / batch["std"] * batch["mask"][..., None]
+    batch = {"frames": frames, "mask": batch["mask"]}
   pooled = batch["features"] if "features" in batch else attention_pool(params, batch["frames"], batch["mask"])
   return jnp.einsum("bd,dc->bc", pooled, params["w"]) + params["b"]   # (B,C)
 
@@ -238,6 +262,14 @@ def _train_steps(params, opt_state, data, targets, batch_rows, batch_weights, mu
   return params
 
 
+@functools.partial(jax.jit, static_argnames=("multi_label",), donate_argnums=(0, 1))
+def _train_step(params, opt_state, batch, targets, weights, multi_label: bool):
+  """One AdamW step on a (B, T, D) minibatch (attention pooling, fed from the host); lr and wd in opt_state."""
+  grads = jax.grad(_loss)(params, batch, targets, weights, multi_label)
+  updates, opt_state = _optimizer().update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
 _predict = jax.jit(apply)
 
 
@@ -271,17 +303,32 @@ def fit(data: dict[str, np.ndarray], targets: np.ndarray, rows: np.ndarray, *, l
         config: ProbeConfig) -> dict[str, jax.Array]:
   """Probe parameters trained on `rows` of `data` (standardised features) with one grid setting."""
   pooling = MEAN if "features" in data else ATTENTION
-  width = data["features" if pooling == MEAN else "frames"].shape[-1]
+  width = data["features"].shape[-1] if pooling == MEAN else data["clips"].width
   params = init_params(jax.random.key(config.seed), pooling, width, num_classes, config.attention_heads)
   opt_state = _optimizer().init(params)
   opt_state.hyperparams["learning_rate"] = jnp.asarray(learning_rate, jnp.float32)
   opt_state.hyperparams["weight_decay"] = jnp.asarray(weight_decay, jnp.float32)
   batch_rows, batch_weights = schedule.batches(np.asarray(rows), config.seed)
-  return _train_steps(params, opt_state, data, targets, batch_rows, batch_weights, multi_label)
+  if pooling == MEAN:
+    return _train_steps(params, opt_state, data, targets, batch_rows, batch_weights, multi_label)
+  statistics = {"mean": jnp.asarray(data["mean"]), "std": jnp.asarray(data["std"])}
+  for step_rows, step_weights in zip(batch_rows, batch_weights):
+    frames, mask = data["clips"].padded(step_rows)   # the next batch is gathered while the device runs this one
+    batch = {"frames": frames, "mask": mask, **statistics}
+    params, opt_state = _train_step(params, opt_state, batch, targets[step_rows], step_weights, multi_label)
+  return params
 
 
 def predict(params: dict[str, jax.Array], data: dict[str, np.ndarray], batch_size: int) -> np.ndarray:
-  """Logits (N, C), computed in fixed-size chunks (one compiled shape)."""
+  """Logits (N, C), computed in fixed-size chunks (one compiled shape; attention: one per length bucket)."""
+  if "clips" in data:
+    out, clips = [], data["clips"]
+    for start in range(0, len(clips), batch_size):
+      rows = np.arange(start, min(start + batch_size, len(clips)))
+      frames, mask = clips.padded(np.pad(rows, (0, batch_size - len(rows))))   # short chunk: repeats of row 0
+      batch = {"frames": frames, "mask": mask, "mean": data["mean"], "std": data["std"]}
+      out.append(np.asarray(_predict(params, batch))[:len(rows)])
+    return np.concatenate(out)
   n = len(next(iter(data.values())))
   out = []
   for start in range(0, n, batch_size):
@@ -298,9 +345,11 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
                        valid: tuple[dict[str, np.ndarray], np.ndarray] | None = None,
                        config: ProbeConfig = ProbeConfig()) -> ProbeResult:
   """The probe protocol on features. `train`/`test`/`valid`: {"features": (N, D)} (mean pooling) or
-  {"frames": (N, T, D), "mask": (N, T)} (attention pooling). Targets: class ids (N,) or multi-hot (N, C).
+  {"clips": embed_store.ClipFrames} or {"frames": (N, T, D), "mask": (N, T)} (attention pooling). Targets: class
+  ids (N,) or multi-hot (N, C).
   """
-  pooling = MEAN if "features" in train else ATTENTION
+  train, test = _as_clips(train), _as_clips(test)
+  valid = None if valid is None else (_as_clips(valid[0]), valid[1])
   if valid is None:
     fit_rows, valid_rows = tasks_lib.validation_split(len(train_targets), config.valid_fraction, seed=0)
     trainval, trainval_targets = train, train_targets
@@ -308,9 +357,6 @@ def train_and_evaluate(train: dict[str, np.ndarray], train_targets: np.ndarray, 
     trainval = _concat(train, valid[0])
     trainval_targets = np.concatenate([train_targets, valid[1]])
     fit_rows, valid_rows = np.arange(len(train_targets)), np.arange(len(train_targets), len(trainval_targets))
-  if pooling == ATTENTION and test["frames"].shape[1] != trainval["frames"].shape[1]:
-    length = max(test["frames"].shape[1], trainval["frames"].shape[1])
-    trainval, test = _pad_to(trainval, length), _pad_to(test, length)
   schedule = _Schedule.for_examples(len(trainval_targets), config)
   common = dict(num_classes=num_classes, multi_label=multi_label, schedule=schedule, config=config)
   mean, std = _standardiser(_take(trainval, fit_rows))
@@ -348,8 +394,7 @@ def probe_task(embeddings: Any, pooling: str, config: ProbeConfig = ProbeConfig(
   if pooling == MEAN:
     features = {split: {"features": emb.pooled} for split, emb in splits.items()}
   else:
-    length = max(len(f) for emb in splits.values() for f in emb.frames)
-    features = {split: pad_frames(emb.frames, length) for split, emb in splits.items()}
+    features = {split: {"clips": emb.frames} for split, emb in splits.items()}
   valid = (features["valid"], embeddings.targets("valid")) if "valid" in splits else None
   return train_and_evaluate(features["train"], embeddings.targets("train"), features["test"],
                             embeddings.targets("test"), num_classes=len(embeddings.task.classes),
@@ -375,7 +420,8 @@ def evaluate_encoder(encoder, task_dirs: list, *, poolings: tuple[str, ...] = PO
   memo, rows = {}, []
   for task_dir in task_dirs:
     task = task_dir if isinstance(task_dir, tasks_lib.Task) else tasks_lib.read_task(task_dir)
-    embeddings = embed_lib.embed_task(encoder, task, cache_dir=cache_dir, memo=memo, fingerprint=fingerprint, log=log)
+    embeddings = embed_lib.embed_task(encoder, task, cache_dir=cache_dir, memo=memo, fingerprint=fingerprint,
+                                      frames=ATTENTION in poolings, log=log)
     for pooling in poolings:
       t0 = time.monotonic()
       result = probe_task(embeddings, pooling, config)

@@ -23,11 +23,22 @@ Blocks are pre-LayerNorm: x + SelfAttention(LN x), x + CrossAttention(LN x, audi
 x + Mlp(LN x), then a final LayerNorm and the output projection (untied by default, as in the
 study; optionally tied to the token embedding). Positions are sinusoidal (study) or learned (BART).
 Logits are float32.
+
+Autoregressive decoding (alp_jax.models.decoding) runs one position at a time with a key/value
+cache passed functionally (a `DecodeCache` pytree, not module state, so checkpoints and the
+training path never see it):
+
+  cache = decoder.init_cache(audio_frames, audio_frame_mask, max_len, beams)  # audio K/V once
+  logits, cache = decoder.decode_step(input_tokens, cache)  # (B,K) tokens -> (B,K,V), next index
+
+`decode_step`'s logits are `__call__`'s at that position for an all-autoregressive batch with an
+all-True caption mask (tested to float tolerance); training and teacher-forced scoring use
+`__call__`.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +96,65 @@ class DecoderBlock(nnx.Module):
                                  deterministic=deterministic, dropout_key=cross_key)
     return x + self.mlp(self.mlp_norm(x), deterministic=deterministic, dropout_key=mlp_key)
 
+  def decode_step(self, x: jax.Array, self_keys: jax.Array, self_values: jax.Array,
+                  cross_keys: jax.Array, cross_values: jax.Array, cross_mask: jax.Array,
+                  index: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """One cached autoregressive position for K beams per clip (eval mode, no dropout).
+
+    Args:
+      x: (B,K,D) inputs at position `index`.
+      self_keys, self_values: (B*K,H,M,Dh) this layer's cached self-attention keys/values (time
+        axis `self_attention.key_time_axis`); positions >= index are not read.
+      cross_keys, cross_values: (B,H,T,Dh) the audio frames' projected keys/values (one per clip:
+        the K beams of a clip are K queries of one cross-attention).
+      cross_mask: (B,1,K,T) valid audio frames.
+      index: () int32 position being decoded.
+
+    Returns:
+      (B,K,D) block output, and this position's new key and value, each (B*K,H,1,Dh) (einsum
+      layout; (B*K,1,H,Dh) for the fused impl), for the caller to write into the cache.
+    """
+    batch, beams, width = x.shape
+    attention = self.self_attention
+    normed = self.self_attention_norm(x).reshape(batch * beams, 1, width)  # (R,1,D)
+    new_key, new_value = attention.project_keys_values(normed)  # (R,H,1,Dh)
+    axis = attention.key_time_axis
+    keys = jax.lax.dynamic_update_slice_in_dim(self_keys, new_key, index, axis)  # (R,H,M,Dh)
+    values = jax.lax.dynamic_update_slice_in_dim(self_values, new_value, index, axis)
+    cache_len = keys.shape[axis]
+    visible = jnp.arange(cache_len) <= index  # (M,): causal, the positions written so far
+    self_mask = jnp.broadcast_to(visible, (batch * beams, 1, 1, cache_len))  # (R,1,1,M)
+    mixed = attention.attend(normed, keys, values, self_mask)  # (R,1,D)
+    x = x + mixed.reshape(batch, beams, width)
+    x = x + self.cross_attention.attend(self.cross_attention_norm(x), cross_keys, cross_values,
+                                        cross_mask)  # (B,K,D)
+    return x + self.mlp(self.mlp_norm(x)), new_key, new_value
+
+
+class DecodeCache(NamedTuple):
+  """Everything `CaptionDecoder.decode_step` needs besides the new tokens; a plain pytree.
+
+  Shapes (Y = decoder layers, R = B*K decoded rows, M = cache length (the decode max_len),
+  H heads, Dh head width; arrays in the attention impl's layout, shown for einsum):
+    self_keys, self_values: (Y,R,H,M,Dh) self-attention keys/values of positions < index.
+    cross_keys, cross_values: (Y,B,H,T,Dh) the audio frames' keys/values, computed once per clip.
+    cross_mask: (B,1,K,T) bool, valid audio frames (K = beams per clip).
+    index: () int32, the next position to decode.
+  Beam search reorders the self-attention rows (`reorder_rows`); the cross-attention arrays are per
+  clip and never move.
+  """
+  self_keys: jax.Array
+  self_values: jax.Array
+  cross_keys: jax.Array
+  cross_values: jax.Array
+  cross_mask: jax.Array
+  index: jax.Array
+
+  def reorder_rows(self, rows: jax.Array) -> "DecodeCache":
+    """The cache with self-attention row r taken from row rows[r] (R,) (beam search's parents)."""
+    return self._replace(self_keys=jnp.take(self.self_keys, rows, axis=1),
+                         self_values=jnp.take(self.self_values, rows, axis=1))
+
 
 class CaptionDecoder(nnx.Module):
   """Token and [MASK] embeddings + positions, `depth` DecoderBlocks, final LN, vocab projection.
@@ -111,7 +181,7 @@ class CaptionDecoder(nnx.Module):
     self.positions, self.tie_embeddings = positions, tie_embeddings
     self.parallel_predicts_eos = parallel_predicts_eos
     self.dropout, self.scan_layers, self.remat_policy = dropout, scan_layers, remat_policy
-    self.dtype = dtype
+    self.dtype, self.attention_impl, self.num_heads = dtype, attention_impl, num_heads
     self.token_embedding = layers.partitioned_param(
         rngs, layers.embedding_init, ("vocab", "embed"), (vocab_size, width), param_dtype)
     self.mask_embedding = layers.partitioned_param(
@@ -204,7 +274,7 @@ class CaptionDecoder(nnx.Module):
     """Teacher-forced logits.
 
     Args:
-      caption_tokens: (B,L) int ids, caption then EOS then PAD (no BOS).
+      caption_tokens: (B,L) int ids, caption then EOS then PAD (no BOS); a caption cut at L has no EOS.
       caption_mask: (B,L) bool, True on real tokens (EOS included).
       audio_frames: (B,T,A) audio encoder output.
       audio_frame_mask: (B,T) bool, True on real frames.
@@ -238,6 +308,10 @@ class CaptionDecoder(nnx.Module):
         graphdef, state = nnx.split(block)
         apply_block = self._block_fn(graphdef, self_mask, cross_mask, memory, deterministic)
         x = apply_block(x, state, None if keys is None else keys[i])
+    return self.output_logits(x)
+
+  def output_logits(self, x: jax.Array) -> jax.Array:
+    """(B,L,D) last block outputs -> final LayerNorm -> (B,L,V) float32 logits."""
     x = self.final_norm(x)  # (B,L,D)
     if self.tie_embeddings:
       kernel = self.token_embedding[...].astype(self.dtype)  # (V,D)
@@ -248,6 +322,94 @@ class CaptionDecoder(nnx.Module):
       logits = jnp.einsum("bld,dv->blv", x, kernel,
                           preferred_element_type=jnp.float32)  # (B,L,D) x (D,V) -> (B,L,V)
     return logits + self.output_bias[...].astype(jnp.float32)
+
+  # Cached autoregressive decoding (alp_jax.models.decoding). Equal to `__call__` with every row
+  # autoregressive and an all-True caption mask: position i then sees [BOS] + tokens[:i] only.
+
+  def init_cache(self, audio_frames: jax.Array, audio_frame_mask: jax.Array, max_len: int,
+                 beams: int = 1) -> DecodeCache:
+    """An empty cache for decoding `max_len` positions of `beams` rows per clip.
+
+    Args:
+      audio_frames: (B,T,A) audio encoder output; its cross-attention keys and values are computed
+        here, once per clip and layer.
+      audio_frame_mask: (B,T) bool.
+      max_len: static number of positions (the cache length M); at most the decoder's max_len.
+      beams: K rows decoded per clip (1 for greedy); row b*K + k is beam k of clip b.
+    """
+    if max_len > self.max_len:
+      raise ValueError(f"decoding {max_len} tokens exceeds the decoder's max_len={self.max_len}; "
+                       "lower the decode max_len (config.data.max_caption_tokens)")
+    memory = self.project_audio(audio_frames)  # (B,T,D)
+    if self.scan_layers:
+      graphdef, stacked_state = nnx.split(self.blocks)
+      cross_keys, cross_values = jax.lax.map(
+          lambda state: nnx.merge(graphdef, state).cross_attention.project_keys_values(memory),
+          stacked_state)  # (Y,B,H,T,Dh) each
+    else:
+      projected = [block.cross_attention.project_keys_values(memory) for block in self.blocks]
+      cross_keys, cross_values = (jnp.stack(arrays) for arrays in zip(*projected))
+    batch = audio_frames.shape[0]
+    # An all-True query mask (as in uncached decoding) leaves the frame mask.
+    cross_mask = jnp.broadcast_to(audio_frame_mask.astype(bool)[:, None, None, :],
+                                  (batch, 1, beams, audio_frames.shape[1]))  # (B,1,K,T)
+    # The self-attention cache has the layout of one projected (R,M,D) sequence.
+    rows, heads = batch * beams, self.num_heads
+    head_width = self.width // heads
+    layer_shape = ((rows, heads, max_len, head_width) if self.attention_impl == "einsum"
+                   else (rows, max_len, heads, head_width))
+    self_keys = jnp.zeros((self.depth,) + layer_shape, cross_keys.dtype)  # (Y,R,H,M,Dh)
+    return DecodeCache(self_keys, jnp.zeros_like(self_keys), cross_keys, cross_values, cross_mask,
+                       jnp.zeros((), jnp.int32))
+
+  def embed_step(self, input_tokens: jax.Array, index: jax.Array) -> jax.Array:
+    """(B,K) input tokens at position `index` ([BOS] at 0, else the previous token) -> (B,K,D).
+
+    The same embedding as `embed_inputs` gives that position.
+    """
+    table = self.token_embedding[...]
+    inputs = jnp.take(table, input_tokens, axis=0)  # (B,K,D)
+    if self.positions == "sinusoidal":
+      inputs = inputs * math.sqrt(self.width)
+    position = jax.lax.dynamic_index_in_dim(self._position_table(self.max_len), index,
+                                            keepdims=False)  # (D,)
+    return (inputs + position.astype(inputs.dtype)).astype(self.dtype)
+
+  def decode_step(self, input_tokens: jax.Array,
+                  cache: DecodeCache) -> tuple[jax.Array, DecodeCache]:
+    """One cached decoding position: (B,K) input tokens at cache.index -> (B,K,V) float32 logits of
+    the token at that position, and the cache with that position's keys and values written.
+
+    The logits equal `__call__`'s at position cache.index for the sequences fed so far (up to
+    float rounding). Eval mode: no dropout.
+    """
+    index = cache.index
+    x = self.embed_step(input_tokens, index)  # (B,K,D)
+    per_layer = (cache.self_keys, cache.self_values, cache.cross_keys, cache.cross_values)
+    if self.scan_layers:
+      graphdef, stacked_state = nnx.split(self.blocks)
+
+      def layer_step(x, layer):
+        state, *arrays = layer
+        x, new_key, new_value = nnx.merge(graphdef, state).decode_step(
+            x, *arrays, cache.cross_mask, index)
+        return x, (new_key, new_value)
+
+      x, (new_keys, new_values) = jax.lax.scan(layer_step, x, (stacked_state,) + per_layer)
+    else:
+      new_columns = []
+      for i, block in enumerate(self.blocks):
+        x, new_key, new_value = block.decode_step(x, *(a[i] for a in per_layer), cache.cross_mask,
+                                                  index)
+        new_columns.append((new_key, new_value))
+      new_keys, new_values = (jnp.stack(arrays) for arrays in zip(*new_columns))  # (Y,R,H,1,Dh)
+    axis = 1 + (2 if self.attention_impl == "einsum" else 1)  # the layer axis, then (R,H,M,Dh)
+    cache = cache._replace(
+        self_keys=jax.lax.dynamic_update_slice_in_dim(cache.self_keys, new_keys, index, axis),
+        self_values=jax.lax.dynamic_update_slice_in_dim(cache.self_values, new_values, index, axis),
+        index=index + 1)
+    return self.output_logits(x), cache
+
 
 
 def default_config() -> ml_collections.ConfigDict:

@@ -163,19 +163,38 @@ class Attention(nnx.Module):
                                         (num_heads, head_dim, width), param_dtype)
     self.out_bias = partitioned_param(rngs, zeros, ("embed",), (width,), param_dtype)
 
-  def __call__(self, queries: jax.Array, keys_values: jax.Array, mask: jax.Array | None, *,
-               deterministic: bool = True, dropout_key: jax.Array | None = None) -> jax.Array:
+  @property
+  def key_time_axis(self) -> int:
+    """The time axis of `project_keys_values`'s arrays: (B,H,S,K) for einsum, (B,S,H,K) otherwise."""
+    return 2 if self.impl == "einsum" else 1
+
+  def project_keys_values(self, keys_values: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(B,S,D) -> projected keys and values, each (B,H,S,K) (einsum) or (B,S,H,K) (fused impl).
+
+    A decoder caches these (see `caption_decoder.DecodeCache`) and passes them to `attend`.
+    """
     dtype = self.dtype
-    queries, keys_values = queries.astype(dtype), keys_values.astype(dtype)
-    wq, wk, wv = (w[...].astype(dtype) for w in (self.query_kernel, self.key_kernel,
-                                                   self.value_kernel))
-    bq, bk, bv = (b[...].astype(dtype) for b in (self.query_bias, self.key_bias, self.value_bias))
+    keys_values = keys_values.astype(dtype)
+    wk, wv = (w[...].astype(dtype) for w in (self.key_kernel, self.value_kernel))
+    bk, bv = (b[...].astype(dtype) for b in (self.key_bias, self.value_bias))
+    if self.impl == "einsum":
+      k = jnp.einsum("bsd,dhk->bhsk", keys_values, wk) + bk[:, None, :]  # (B,H,S,K)
+      v = jnp.einsum("bsd,dhk->bhsk", keys_values, wv) + bv[:, None, :]  # (B,H,S,K)
+    else:
+      k = jnp.einsum("bsd,dhk->bshk", keys_values, wk) + bk  # (B,S,H,K)
+      v = jnp.einsum("bsd,dhk->bshk", keys_values, wv) + bv  # (B,S,H,K)
+    return k, v
+
+  def attend(self, queries: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None, *,
+             deterministic: bool = True, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Queries (B,T,D) attend to keys and values already projected by `project_keys_values`."""
+    dtype = self.dtype
+    queries = queries.astype(dtype)
+    wq, bq = self.query_kernel[...].astype(dtype), self.query_bias[...].astype(dtype)
     wo = self.out_kernel[...].astype(dtype)
     scale = 1.0 / math.sqrt(self.head_dim)
     if self.impl == "einsum":
       q = jnp.einsum("btd,dhk->bhtk", queries, wq) + bq[:, None, :]  # (B,H,T,K)
-      k = jnp.einsum("bsd,dhk->bhsk", keys_values, wk) + bk[:, None, :]  # (B,H,S,K)
-      v = jnp.einsum("bsd,dhk->bhsk", keys_values, wv) + bv[:, None, :]  # (B,H,S,K)
       logits = jnp.einsum("bhtk,bhsk->bhts", q * scale, k).astype(jnp.float32)  # (B,H,T,S)
       if mask is not None:
         logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
@@ -184,8 +203,6 @@ class Attention(nnx.Module):
       out = jnp.einsum("bhtk,hkd->btd", mixed, wo)  # (B,T,D)
     else:
       q = jnp.einsum("btd,dhk->bthk", queries, wq) + bq  # (B,T,H,K)
-      k = jnp.einsum("bsd,dhk->bshk", keys_values, wk) + bk  # (B,S,H,K)
-      v = jnp.einsum("bsd,dhk->bshk", keys_values, wv) + bv  # (B,S,H,K)
       mixed = jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale)  # (B,T,H,K)
       out = jnp.einsum("bthk,hkd->btd", mixed, wo)  # (B,T,D)
     out = out + self.out_bias[...].astype(dtype)
@@ -193,6 +210,12 @@ class Attention(nnx.Module):
       query_has_keys = jnp.any(mask, axis=-1)[:, 0, :, None]  # (B,T,1)
       out = jnp.where(query_has_keys, out, jnp.zeros_like(out))
     return dropout(out, self.dropout, dropout_key, deterministic)
+
+  def __call__(self, queries: jax.Array, keys_values: jax.Array, mask: jax.Array | None, *,
+               deterministic: bool = True, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Queries (B,T,D) attend to keys_values (B,S,D) under mask (B,1,T,S) -> (B,T,D)."""
+    k, v = self.project_keys_values(keys_values)
+    return self.attend(queries, k, v, mask, deterministic=deterministic, dropout_key=dropout_key)
 
 
 class Mlp(nnx.Module):

@@ -67,7 +67,7 @@ class _Times:
         self.rows = [json.loads(line) for line in f if line.strip()]
 
   def add(self, stage: stages_lib.Stage, seconds: float) -> None:
-    row = {"stage": stage.id, "kind": stage.kind, "steps": stage.steps, "seconds": round(seconds, 2)}
+    row = {"stage": stage.id, "kind": stage.kind, "steps": stage.new_steps, "seconds": round(seconds, 2)}
     self.rows.append(row)
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
@@ -78,7 +78,7 @@ class _Times:
       return None
     if stage.kind == stages_lib.TRAIN:
       per_step = sum(r["seconds"] for r in same) / max(sum(r["steps"] for r in same), 1)
-      return per_step * stage.steps
+      return per_step * stage.new_steps
     return sum(r["seconds"] for r in same) / len(same)
 
 

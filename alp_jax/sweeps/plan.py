@@ -14,6 +14,11 @@ the schedule and its budget's total_steps. Budget rules (config.budget.rule):
                 [budget.min_steps, budget.max_steps]
   fixed_flops   the same compute per point: steps = ceil(budget.flops / step FLOPs) (alp_jax/train/flops.py),
                 clipped to [min_steps, max_steps]
+Budget branches (budget.branches = fractions of each point's budget, e.g. (0.25, 0.5)): one constant-rate run
+serves several budgets. The point's run keeps its checkpoint where each smaller budget's cooldown starts
+(keep_steps); each branch point ("NAME_b0.25", budget "RULE*0.25") restores it and trains only the cooldown
+(train/branch.py), then is exported and evaluated like any point. Fits and plots treat each budget as its own
+curve (the budget is part of the context), so the compute axis gains points at a fraction of the cost.
 Stages: a tagger (per model size, only when some point is supervised) trains on the labels of the corpus
 (configs/tagging.py) and is exported once; every supervised point trains from that export (model_init). Each
 point: train -> export -> evaluate. Baselines: a random-init encoder of each model size and seed (the exact
@@ -35,6 +40,7 @@ from alp_jax.data import paths
 from alp_jax.sweeps import overrides as overrides_lib
 from alp_jax.sweeps import scale
 from alp_jax.sweeps import stages as stages_lib
+from alp_jax.train import branch as branch_lib
 from alp_jax.train import flops as flops_lib
 from alp_jax.train import runs
 
@@ -61,6 +67,11 @@ class Point:
   samples: int
   flops_per_step: float
   flops: float
+  trained_steps: int = -1     # steps this run itself trains (a cooldown branch: its cooldown only); -1: steps
+
+  def __post_init__(self):
+    if self.trained_steps < 0:
+      self.trained_steps = self.steps
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -83,8 +94,9 @@ class Plan:
     return {"name": self.name, "workdir": self.workdir, "sweep": self.sweep,
             "points": [p.to_dict() for p in self.points], "taggers": self.taggers, "baselines": self.baselines,
             "stages": [s.to_dict() for s in self.stages],
-            "total": {"steps": sum(p.steps for p in self.points), "samples": sum(p.samples for p in self.points),
-                      "flops": sum(p.flops for p in self.points)}}
+            "total": {"steps": sum(p.trained_steps for p in self.points),
+                      "samples": sum(p.trained_steps * p.batch_size for p in self.points),
+                      "flops": sum(p.trained_steps * p.flops_per_step for p in self.points)}}
 
 
 def load_sweep_config(spec: str, field_overrides=()) -> ml_collections.ConfigDict:
@@ -161,6 +173,54 @@ def _budget_steps(budget, init: str, pairs: int, batch_size: int, step_flops: fl
   return max(low, min(steps, high) if high > 0 else steps)
 
 
+def _point_stages(sweep, workdir: str, name: str, spec: str, overrides: list[str], deps: list[str], steps: int,
+                  start_step: int, source: str, seed: int, objective: str) -> list[stages_lib.Stage]:
+  """A point's train -> export -> evaluate stages in WORKDIR/runs/NAME (a branch trains from start_step)."""
+  root = os.path.join(workdir, "runs", name)
+  train_dir, enc_dir, out = (os.path.join(root, "train"), os.path.join(root, "encoder"),
+                             os.path.join(root, "eval.json"))
+  return [
+      stages_lib.Stage(f"runs/{name}/train", stages_lib.TRAIN, name, "alp_jax.train",
+                       ["--config", spec, "--workdir", train_dir] + [f"--config.{o}" for o in overrides],
+                       deps, root, train_dir, steps=steps, start_step=start_step),
+      stages_lib.Stage(f"runs/{name}/export", stages_lib.EXPORT, name, "alp_jax.export",
+                       ["--workdir", train_dir, "--out", enc_dir], [f"runs/{name}/train"], root, enc_dir,
+                       source_workdir=train_dir),
+      stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
+                       ([f"--{source}", train_dir if source == "workdir" else enc_dir]
+                        + _eval_args(sweep, out, seed, objective)),
+                       [f"runs/{name}/export"], root, out)]
+
+
+def _branches(sweep, config, steps: int, where: str) -> list[tuple[float, int, int]]:
+  """[(fraction, steps, fork step)] of a point's cooldown branches (budget.branches, train/branch.py): each
+  budget is round(fraction x steps) and forks from the point's run where its own cooldown starts."""
+  fractions = tuple(sweep.budget.get("branches", ()))
+  if not fractions:
+    return []
+  if sweep.schedule.name != "constant_cooldown":
+    raise ValueError(f"{where}: budget.branches needs schedule.name='constant_cooldown' (a branch cools down "
+                     f"from the constant phase), not {sweep.schedule.name!r}")
+  bad = [f for f in fractions if not 0 < float(f) < 1]
+  if bad or len(set(fractions)) != len(fractions):
+    raise ValueError(f"{where}: budget.branches {fractions}: give distinct fractions of the budget in (0, 1)")
+  out = []
+  for fraction in sorted(float(f) for f in fractions):
+    branch_steps = max(int(round(fraction * steps)), 1)
+    fork = branch_lib.cooldown_start(config.optimizer, branch_steps)
+    problem = branch_lib.schedule_mismatch(config.optimizer, steps, config.optimizer, branch_steps, fork)
+    if fork < 1 or problem:
+      raise ValueError(f"{where}: budget branch {fraction:g} ({branch_steps} of {steps} steps) cannot fork from "
+                       f"the run: {problem or 'its cooldown is the whole run'}; use a larger fraction or a "
+                       f"shorter warmup (schedule.warmup_steps)")
+    out.append((fraction, branch_steps, fork))
+  forks = [fork for _, _, fork in out]
+  if len(set(forks)) != len(forks):
+    raise ValueError(f"{where}: budget.branches {fractions} give the same fork step twice ({forks}) at {steps} "
+                     f"steps: use fractions further apart")
+  return out
+
+
 def _check_axes(sweep: ml_collections.ConfigDict, where: str) -> None:
   for name, known in (("objectives", sweep.base_configs.keys()), ("inits", INITS)):
     unknown = [v for v in sweep[name] if v not in known]
@@ -175,11 +235,26 @@ def _check_axes(sweep: ml_collections.ConfigDict, where: str) -> None:
                      f"on (e.g. runs/demo/probe_tasks/speaker)")
 
 
-def _eval_args(sweep, out: str, seed: int) -> list[str]:
+# Evaluations that need a caption decoder: a two-tower point skips them (evaluate refuses a named evaluation its
+# source cannot run).
+NEEDS_DECODER = ("captioning",)
+DECODER_OBJECTIVES = ("captioning", "hybrid")
+
+
+def _point_suite(suite: str, objective: str | None) -> str:
+  """The sweep's evaluation suite for one point: without the decoder's evaluations for a two-tower objective."""
+  if objective in DECODER_OBJECTIVES or objective is None:
+    return suite
+  kept = [s for s in suite.split(",") if s.strip() not in NEEDS_DECODER]
+  return ",".join(kept) or suite
+
+
+def _eval_args(sweep, out: str, seed: int, objective: str | None = None) -> list[str]:
   ev = sweep.evaluation
   root = ev.get("task_root", "")   # relative task_dirs are under it (a demo folder, a shared task store)
   args = [a for task in ev.task_dirs for a in ("--task-dir", os.path.join(root, os.fspath(task)))]
-  args += ["--suite", ev.suite, "--pooling", ev.pooling, "--seed", str(seed), "--out", out]
+  args += ["--suite", _point_suite(ev.suite, objective), "--pooling", ev.pooling, "--seed", str(seed),
+           "--out", out]
   return args + list(ev.get("args", ()))
 
 
@@ -248,7 +323,10 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
     probe = configs.get(spec, point_overrides, f"{where}: point {name}")
     step_flops = configs.step_flops(probe)
     steps = _budget_steps(sweep.budget, init, actual, probe.batch_size, step_flops, where)
+    branches = _branches(sweep, probe, steps, f"{where}: point {name}")
     point_overrides.append(f"total_steps={steps}")
+    if branches:
+      point_overrides.append(f"keep_steps={tuple(fork for _, _, fork in branches)!r}")
     axes = {"objective": objective, "init": init, "requested_pairs": int(pairs), "data_pairs": actual,
             "data_fraction": fraction, "model_size": size, "seed": int(seed),
             "budget": sweep.budget.rule, **{f: v for f, v in field_values}}
@@ -258,18 +336,19 @@ def expand(sweep: ml_collections.ConfigDict, workdir: str) -> Plan:
     root = os.path.join(workdir, "runs", name)
     train_dir, enc_dir = os.path.join(root, "train"), os.path.join(root, "encoder")
     deps = [f"{'tagger' if len(sizes) == 1 else 'tagger/' + size}/export"] if init == "supervised" else []
-    stage_list += [
-        stages_lib.Stage(f"runs/{name}/train", stages_lib.TRAIN, name, "alp_jax.train",
-                         ["--config", spec, "--workdir", train_dir] + [f"--config.{o}" for o in point_overrides],
-                         deps, root, train_dir, steps=steps),
-        stages_lib.Stage(f"runs/{name}/export", stages_lib.EXPORT, name, "alp_jax.export",
-                         ["--workdir", train_dir, "--out", enc_dir], [f"runs/{name}/train"], root, enc_dir,
-                         source_workdir=train_dir),
-        stages_lib.Stage(f"runs/{name}/evaluate", stages_lib.EVALUATE, name, "alp_jax.evaluate",
-                         ([f"--{source}", train_dir if source == "workdir" else enc_dir]
-                          + _eval_args(sweep, os.path.join(root, "eval.json"), seed)),
-                         [f"runs/{name}/export"], root, os.path.join(root, "eval.json"))]
+    stage_list += _point_stages(sweep, workdir, name, spec, point_overrides, deps, steps, 0, source, seed, objective)
     first_export.setdefault(size, (f"runs/{name}/export", enc_dir))
+    trunk_overrides = [o for o in point_overrides if not o.startswith(("total_steps=", "keep_steps="))]
+    for fraction_of_budget, branch_steps, fork in branches:
+      b_name = f"{name}_b{fraction_of_budget:g}"
+      b_overrides = trunk_overrides + [f"total_steps={branch_steps}", f"branch_from={train_dir}@{fork}"]
+      b_axes = dict(axes, budget=f"{sweep.budget.rule}*{fraction_of_budget:g}", budget_fraction=fraction_of_budget,
+                    branch_of=name, branch_step=fork)
+      points.append(Point(b_name, b_axes, spec, b_overrides, branch_steps, int(probe.batch_size),
+                          branch_steps * int(probe.batch_size), step_flops, step_flops * branch_steps,
+                          trained_steps=branch_steps - fork))
+      stage_list += _point_stages(sweep, workdir, b_name, spec, b_overrides, [f"runs/{name}/train"], branch_steps,
+                                  fork, source, seed, objective)
 
   baselines = {}
   ev = sweep.evaluation

@@ -35,8 +35,13 @@ class Stage:
   deps: list[str]
   run_dir: str              # FAILED.json and logs/ go here
   output: str               # train: workdir; export: encoder folder; evaluate: the JSON
-  steps: int = 0            # train: total_steps (the ETA scales train stages by it)
+  steps: int = 0            # train: total_steps (the ETA scales train stages by the steps they run)
   source_workdir: str = ""  # export: the training workdir it exports
+  start_step: int = 0       # train: a cooldown branch starts at its trunk's step (it runs steps - start_step)
+
+  @property
+  def new_steps(self) -> int:
+    return self.steps - self.start_step
 
   @property
   def log(self) -> str:

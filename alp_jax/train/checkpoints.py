@@ -13,6 +13,7 @@ import os
 import grain
 import jax
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
 from etils import epath
 
 from alp_jax.data import paths
@@ -34,7 +35,9 @@ def has_checkpoint(workdir: str | os.PathLike) -> bool:
 class Checkpointer:
 
   def __init__(self, workdir: str | os.PathLike, *, keep: int = 3, best_metric: str | None = None,
-               best_mode: str = "max", async_save: bool = True):
+               best_mode: str = "max", async_save: bool = True, keep_steps=(), read_only: bool = False):
+    """keep: the latest N (or best N by `best_metric`); keep_steps: steps also kept for good (a trunk's branch
+    points, train/branch.py); read_only: restore only, never write or clean up (another run's checkpoints)."""
     self.directory = directory(workdir)
     self.best_metric = best_metric
     if jax.devices()[0].platform == "cpu":
@@ -43,10 +46,17 @@ class Checkpointer:
       # checkpoints of CPU-sized models are quick to write synchronously.
       async_save = False
     self.async_save = async_save
+    self.keep_steps = tuple(int(s) for s in keep_steps)
+    if best_metric:
+      latest = policies.BestN(get_metric_fn=lambda metrics: metrics[best_metric], reverse=best_mode == "min",
+                              n=keep, keep_checkpoints_without_metrics=True)
+    else:
+      latest = policies.LatestN(n=keep)
+    kept = [latest] + ([policies.CustomSteps(self.keep_steps)] if self.keep_steps else [])
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, create=True,
+        enable_async_checkpointing=async_save, create=not read_only, read_only=read_only,
         best_fn=(lambda metrics: metrics[best_metric]) if best_metric else None, best_mode=best_mode,
-        keep_checkpoints_without_metrics=True, cleanup_tmp_directories=True)
+        preservation_policy=policies.AnyPreservationPolicy(kept), cleanup_tmp_directories=not read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
   def latest_step(self) -> int | None:

@@ -5,7 +5,9 @@
    "batch_size", "steps" (the saved step), "samples" (= steps x batch), "flops" (= flops_per_step x steps),
    "wall_seconds" (summed over every start of the run, compile and saves included),
    "per_source": {source: {"samples": examples seen, "audio_seconds": unpadded audio seen}},
-   "history": {step: the same totals at that saved step}}
+   "history": {step: the same totals at that saved step},
+   "branched_from": "TRUNK_WORKDIR@STEP" for a cooldown branch (train/branch.py), whose totals start from the
+                    trunk's at that step: the compute that made the model, of which the branch ran only the rest}
 
 A resume continues from the totals of the step it restores (`history`), so a crash after a save never counts
 twice what the run redoes. Per-source counts are counted on each host from its own batches (numpy, no device
@@ -39,7 +41,11 @@ class Ledger:
 
   def __init__(self, workdir, *, source_names: list[str], batch_size: int, flops_per_step: float,
                xla_flops_per_step: float, start_step: int, started: float | None = None,
-               log=print):
+               log=print, inherited: dict | None = None, branched_from: str | None = None, keep_steps=()):
+    """inherited: a cooldown branch's trunk totals at its fork (start_step), its base on the first start;
+    branched_from: 'TRUNK_WORKDIR@STEP', recorded in compute.json (train/branch.py); keep_steps: steps whose
+    totals stay in the history for good (a trunk's branch points)."""
+    self.keep_steps = {int(k) for k in keep_steps}
     self.workdir = epath.Path(workdir)
     self.sources, self.batch_size = list(source_names), int(batch_size)
     self.flops_per_step, self.xla_flops_per_step = float(flops_per_step), float(xla_flops_per_step)
@@ -47,7 +53,10 @@ class Ledger:
     self.samples = np.zeros(len(self.sources), np.int64)      # this process, since this start
     self.seconds = np.zeros(len(self.sources), np.float64)
     previous = read(self.workdir) or {}
+    self.branched_from = branched_from or previous.get("branched_from")
     self.history = {int(k): v for k, v in previous.get("history", {}).items()}
+    if inherited is not None and start_step not in self.history:
+      self.history[int(start_step)] = inherited
     base = self.history.get(start_step)
     if start_step and base is None:
       log(f"[train] {COMPUTE_FILE} has no totals for the restored step {start_step}: per-source counts and wall "
@@ -81,10 +90,13 @@ class Ledger:
     """Call on every process at a checkpoint save; process 0 writes compute.json atomically."""
     totals = self.totals(step)
     self.history[int(step)] = totals
-    self.history = dict(sorted(self.history.items())[-HISTORY_KEPT:])
+    latest = {k for k, _ in sorted(self.history.items())[-HISTORY_KEPT:]}
+    self.history = {k: v for k, v in sorted(self.history.items()) if k in latest or k in self.keep_steps}
     content = {"flops_per_step": self.flops_per_step, "xla_flops_per_step": self.xla_flops_per_step,
                "batch_size": self.batch_size, **totals, "flops": self.flops_per_step * step,
                "history": {str(k): v for k, v in self.history.items()}}
+    if self.branched_from:
+      content["branched_from"] = self.branched_from
     if jax.process_index() == 0:
       paths.write_text_last(self.workdir / COMPUTE_FILE, json.dumps(content, indent=1))
     return content

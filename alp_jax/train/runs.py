@@ -13,6 +13,7 @@
   config, graphdef, state, step = runs.restore(WORKDIR)    # the latest (or a given) checkpoint
   tok = runs.tokenizer(WORKDIR, config)                    # the run's tokenizer, checked against config.json
   meta = runs.export_encoder(WORKDIR, ENC_DIR)             # its audio encoder as an exported encoder
+  meta = runs.export_encoder(WORKDIR, ENC_DIR, averaged=True)   # ... from the parameter average (params_avg)
 
 A run keeps its tokenizer so that resuming or evaluating it never depends on a corpus folder rebuilt since: the
 corpus's tokenizer (`tokenizer.path_for(config.data)`) is copied once, at the first start, and the data pipeline
@@ -54,7 +55,7 @@ HISTORY_DIR = "config_history"
 RESUME_MAY_CHANGE = (
     "total_steps",                 # train longer or shorter (the learning-rate schedule follows the new total)
     "log_every", "tensorboard", "peak_flops_per_device",                      # logging, MFU
-    "checkpoint_every", "keep_checkpoints", "async_checkpoints",              # saving
+    "checkpoint_every", "keep_checkpoints", "keep_steps", "async_checkpoints",  # saving
     "eval_every", "evaluators", "best_metric", "best_mode",                  # evaluation, the best checkpoint
     "nonfinite",                   # stop or skip at a non-finite loss (a stopped run may go on with skip)
     "data.num_threads", "data.worker_count", "data.prefetch_buffer_size",   # data loading speed
@@ -120,7 +121,7 @@ def write_config(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
   path = workdir / CONFIG_FILE
   if path.exists():
     previous = path.read_text()
-    if config_differences(json.loads(previous), _as_json(config)):
+    if config_differences(json.loads(previous), as_json(config)):
       _keep_in_history(workdir, previous)
   paths.write_text_last(path, config.to_json_best_effort(indent=1))
   return path
@@ -151,11 +152,11 @@ def read_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
 _ABSENT = object()
 
 
-def _as_json(config: ml_collections.ConfigDict) -> dict:
+def as_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _show(value) -> str:
+def show(value) -> str:
   return "(absent)" if value is _ABSENT else json.dumps(value)
 
 
@@ -172,7 +173,7 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[tuple[str
   return out
 
 
-def _may_change(field: str) -> bool:
+def may_change(field: str) -> bool:
   return any(field == f or field.startswith(f + ".") for f in RESUME_MAY_CHANGE)
 
 
@@ -184,10 +185,10 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
   path = workdir / CONFIG_FILE
   if not ckpt_lib.has_checkpoint(workdir) or not path.exists():
     return []
-  changes = config_differences(json.loads(path.read_text()), _as_json(config))
-  refused = [c for c in changes if not _may_change(c[0])]
+  changes = config_differences(json.loads(path.read_text()), as_json(config))
+  refused = [c for c in changes if not may_change(c[0])]
   if refused:
-    lines = "\n".join(f"  {field}: {_show(a)} -> {_show(b)}" for field, a, b in refused)
+    lines = "\n".join(f"  {field}: {show(a)} -> {show(b)}" for field, a, b in refused)
     absent = any(_ABSENT in (a, b) for _, a, b in refused)
     raise ValueError(
         f"{workdir} holds a run whose {CONFIG_FILE} differs from this config in field(s) a resume may not "
@@ -195,7 +196,7 @@ def check_resume(workdir: str | os.PathLike, config: ml_collections.ConfigDict) 
         f"overrides (or variants). A resume may change only: {', '.join(RESUME_MAY_CHANGE)}."
         + (" A field absent on one side usually means another alp-jax version wrote the run; to resume it with "
            f"this config anyway, move {path} into {workdir / HISTORY_DIR}/ and start again." if absent else ""))
-  return [f"{field}: {_show(a)} -> {_show(b)}" for field, a, b in changes]
+  return [f"{field}: {show(a)} -> {show(b)}" for field, a, b in changes]
 
 
 # --- The run's tokenizer.
@@ -308,21 +309,50 @@ def _to_numpy_pure(tree) -> dict:
   return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), pure)
 
 
-def restore_encoder(workdir: str | os.PathLike, step: int | None = None) -> tuple[ml_collections.ConfigDict, dict, int]:
-  """-> (config, the audio encoder's parameters as a pure dict of numpy arrays, step)."""
+class NoAverageError(ValueError):
+  """The run's checkpoint holds no parameter average to use (see `check_average`)."""
+
+
+def check_average(workdir, config: ml_collections.ConfigDict, step: int | None) -> dict:
+  """What the parameter average of `step` covers: {period, first_step, last_step, snapshots}; NoAverageError
+  when the run kept none (optimizer.average_period 0) or `step` comes before its first update."""
+  period = optimizer_lib.average_period(config.optimizer)
+  if period == 0:
+    raise NoAverageError(f"{workdir} kept no parameter average ({CONFIG_FILE}: optimizer.average_period is 0 or "
+                         f"absent): export without --averaged, or train with --config.optimizer.average_period=P")
+  if step is not None and step < period:
+    raise NoAverageError(f"the checkpoint of step {step} in {workdir} comes before the parameter average's first "
+                         f"update (optimizer.average_period={period}): its average is still the initial "
+                         f"parameters. Export a later step, or without --averaged")
+  snapshots = (step or 0) // period
+  return {"period": period, "first_step": period, "last_step": snapshots * period, "snapshots": snapshots}
+
+
+def restore_encoder(workdir: str | os.PathLike, step: int | None = None, *,
+                    averaged: bool = False) -> tuple[ml_collections.ConfigDict, dict, int]:
+  """-> (config, the audio encoder's parameters as a pure dict of numpy arrays, step); with `averaged`, from
+  the parameter average (params_avg, config.optimizer.average_period > 0) instead of the parameters."""
+  if averaged:
+    check_average(workdir, read_config(workdir), None)   # before restoring anything
   config, _, state, step = restore(workdir, step)
-  return config, _to_numpy_pure(encoder_api.get_encoder(state["params"])), step
+  if averaged:
+    check_average(workdir, config, step)
+  return config, _to_numpy_pure(encoder_api.get_encoder(state["params_avg" if averaged else "params"])), step
 
 
-def export_encoder(workdir: str | os.PathLike, out: str | os.PathLike, step: int | None = None) -> dict:
+def export_encoder(workdir: str | os.PathLike, out: str | os.PathLike, step: int | None = None, *,
+                   averaged: bool = False) -> dict:
   """Writes the run's audio encoder (latest or `step`) as an exported encoder in `out`; returns its metadata.
+  With `averaged`, the encoder of the parameter average (encoder_config.json's "averaged" says which steps it
+  covers; NoAverageError when the run kept none).
 
   `out` may hold an earlier export (replaced); any other non-empty folder is refused before any work
   (FileExistsError), so a mistyped --out never overwrites a run."""
   encoder_api.check_export_target(out)
-  config, params, step = restore_encoder(workdir, step)
+  config, params, step = restore_encoder(workdir, step, averaged=averaged)
   meta = encoder_api.meta_from_config(
       config, source_workdir=os.fspath(paths.resolve(workdir)), step=int(step), model=config.model.name,
-      objective=config.loss.kind, num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))))
+      objective=config.loss.kind, num_params=int(sum(np.size(x) for x in jax.tree.leaves(params))),
+      **({"averaged": check_average(workdir, config, step)} if averaged else {}))
   encoder_api.write_export(out, meta, params)
   return meta

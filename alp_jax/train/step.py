@@ -16,6 +16,11 @@ Gradient accumulation (config.grad_accum_steps = k) is exact for every objective
 The same micro-batch RNG is used in both passes, so SpecAugment/dropout draw identically; row modes (parallel /
 autoregressive caption rows) are drawn once for the whole batch in both the k=1 and the k>1 paths.
 
+Parameter averaging (config.optimizer.average_period = P > 0, icefall's model_avg): after the update that makes
+the step count n a multiple of P, params_avg = params_avg * (1 - P/n) + params * P/n, so at step kP it is the
+mean of the parameters after steps P, 2P, ..., kP (each standing for P steps). Between those steps it is left
+alone (lax.cond: no work). The average is float32 like the parameters (icefall keeps float64 on rank 0).
+
 Frozen parameter groups (config.optimizer.frozen, train/freeze.py): gradients are taken w.r.t. the trainable
 leaves only (no backward pass through a wholly frozen encoder) and frozen leaves keep their exact values.
 """
@@ -29,7 +34,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from alp_jax import objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.train import clipping
 from alp_jax.train import freeze
+from alp_jax.train import optimizer as optimizer_lib
 
 _TRACE_COUNTERS: dict[int, list] = {}
 
@@ -136,6 +143,7 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
   objective = objectives.get(config.loss)
   k = int(config.get("grad_accum_steps", 1) or 1)
   frozen = freeze.names(config.optimizer.get("frozen", ()))
+  period = optimizer_lib.average_period(config.optimizer)
 
   traces = [0]
 
@@ -170,8 +178,13 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
     new_state = dict(step=step + 1, params=keep(new_params, params), rest=rest,
                      opt_state=keep(new_opt_state, state["opt_state"]), rng=state["rng"],
                      nonfinite=nonfinite, first_nonfinite_step=first)
+    if period:
+      new_state["params_avg"] = update_average(state["params_avg"], new_state["params"], step + 1, period)
     metrics = dict(metrics, loss=loss, grad_norm=grad_norm, learning_rate=schedule(step),
                    nonfinite=nonfinite.astype(jnp.float32), first_nonfinite_step=first.astype(jnp.float32))
+    fraction = clipping.clip_fraction(new_state["opt_state"])  # relative clipping: share of steps clipped so far
+    if fraction is not None:
+      metrics["clip_fraction"] = fraction
     return new_state, metrics
 
   batch_sharding = sharding_lib.batch_sharding(mesh)
@@ -179,6 +192,15 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule, config
                    donate_argnums=(0,))
   _TRACE_COUNTERS[id(jitted)] = traces
   return jitted
+
+
+def update_average(params_avg, params, step, period: int):
+  """icefall's update_averaged_model at step `step` (the count after the update): at a multiple of `period`,
+  params_avg * (1 - period/step) + params * period/step; otherwise params_avg unchanged."""
+  def average():
+    weight = period / step.astype(jnp.float32)
+    return jax.tree.map(lambda a, p: a * (1.0 - weight) + p * weight, params_avg, params)
+  return jax.lax.cond((step > 0) & (step % period == 0), average, lambda: params_avg)
 
 
 def trace_count(jitted) -> int:

@@ -28,6 +28,7 @@ from alp_jax.data import paths
 from alp_jax.data import pipeline
 from alp_jax.train import evaluators as evaluator_registry
 from alp_jax.train import flops as flops_lib
+from alp_jax.train import branch as branch_lib
 from alp_jax.train import checkpoints as ckpt_lib
 from alp_jax.train import compute as compute_lib
 from alp_jax.train import distributed
@@ -82,9 +83,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
        f"mesh {dict(mesh.shape)}")
 
   # --- Data: the run's own tokenizer (copied at the first start), sizes from the data, config.json.
+  branch = None   # (trunk workdir, step): the first start of a cooldown branch (train/branch.py)
+  if config.get("branch_from") and not ckpt_lib.has_checkpoint(workdir):
+    branch = branch_lib.parse(config.branch_from)
+    if (branch[0] / runs.TOKENIZER_FILE).exists():   # the trunk's own copy, not today's corpus tokenizer
+      with config.unlocked():
+        config.data.tokenizer = os.fspath(branch[0] / runs.TOKENIZER_FILE)
   runs.start_tokenizer(workdir, config, log=_log)
   runs.set_data_sizes(config)
   changed = runs.check_resume(workdir, config)   # a resume with another config is refused here, before any write
+  if branch:
+    branch_lib.check(config, *branch)   # the trunk's config but for the total steps; the same schedule until the fork
   if changed:
     _log(f"[train] resuming with changed settings (the previous config.json goes to {runs.HISTORY_DIR}/): "
          + "; ".join(changed))
@@ -116,14 +125,34 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Checkpoint: resume or fresh init.
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=config.async_checkpoints,
                                        best_metric=config.get("best_metric") or None,
-                                       best_mode=config.get("best_mode", "min"))
+                                       best_mode=config.get("best_mode", "min"),
+                                       keep_steps=config.get("keep_steps", ()))
   start_step = checkpointer.latest_step()
   restore_seconds = None
+  inherited = None   # a branch's compute totals at its fork
   if start_step is not None:
     t0 = time.perf_counter()
     state = checkpointer.restore(start_step, ckpt_lib.abstract_with_shardings(abstract, shardings), data_iter)
     restore_seconds = time.perf_counter() - t0
     _log(f"[train] resumed from {checkpointer.directory}/{start_step} in {restore_seconds:.2f}s")
+  elif branch:
+    trunk_dir, start_step = branch
+    t0 = time.perf_counter()
+    trunk = ckpt_lib.Checkpointer(trunk_dir, read_only=True)
+    try:
+      if start_step not in trunk.all_steps():
+        raise FileNotFoundError(
+            f"branch_from={branch_lib.describe(*branch)}: {trunk.directory} holds steps {trunk.all_steps()}, not "
+            f"{start_step}; train the trunk with --config.keep_steps including {start_step}")
+      state = trunk.restore(start_step, ckpt_lib.abstract_with_shardings(abstract, shardings), data_iter)
+    finally:
+      trunk.close()
+    restore_seconds = time.perf_counter() - t0
+    inherited = branch_lib.inherited_compute(trunk_dir, start_step)
+    copied = branch_lib.copy_metrics(trunk_dir, workdir, start_step) if jax.process_index() == 0 else 0
+    _log(f"[train] cooldown branch of {branch_lib.describe(*branch)}: restored its state and data position in "
+         f"{restore_seconds:.2f}s; {copied} metric rows and its compute totals carried over; training steps "
+         f"{start_step + 1}..{config.total_steps}")
   else:
     state = state_lib.init_state(config, mesh, tx, shardings, config.seed)
     if config.get("model_init"):
@@ -143,6 +172,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     _log(f"[train] frozen {', '.join(frozen)}: {n_frozen / 1e6:.2f}M parameters never updated"
          f"{' (a frozen audio encoder runs in eval mode)' if config.optimizer.get('frozen_eval_mode', True) else ''}"
          f"; {n_trainable / 1e6:.2f}M trainable")
+
+  if state_lib.keeps_average(config):
+    _log(f"[train] parameter average (params_avg) updated every {config.optimizer.average_period} steps; "
+         f"export it with python -m alp_jax.export --averaged")
 
   # --- Update step: compiled once, state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
@@ -165,7 +198,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
        if flops else f"[train] step: {model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
   ledger = compute_lib.Ledger(workdir, source_names=pipeline.source_names(config.data), batch_size=config.batch_size,
                               flops_per_step=model_flops, xla_flops_per_step=flops * mesh.size,
-                              start_step=start_step, started=started, log=_log)
+                              start_step=start_step, started=started, log=_log, inherited=inherited,
+                              branched_from=branch_lib.describe(*branch) if branch else None,
+                              keep_steps=checkpointer.keep_steps)
 
   # --- Evaluators.
   evaluators = evaluator_registry.build_all(config, graphdef=graphdef, mesh=mesh)
@@ -225,7 +260,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
             writer.write(step, {name: value}, prefix="eval")
             last_eval[name] = value
             _log(f"[eval] step {step} {name} {value:.4f}")
-        save_now = step % config.checkpoint_every == 0 or step == config.total_steps or stop
+        save_now = (step % config.checkpoint_every == 0 or step == config.total_steps or stop
+                    or step in checkpointer.keep_steps)
         if save_now:
           if pending is not None:  # never checkpoint a state that has seen a non-finite step unnoticed
             flush(pending)

@@ -42,6 +42,8 @@ def base_sweep_config() -> ml_collections.ConfigDict:
       epochs=1.0,                    # samples: steps = ceil(epochs x pairs / batch_size)
       flops=0.0,                     # fixed_flops: steps = ceil(flops / step FLOPs)
       min_steps=1, max_steps=0,      # samples, fixed_flops: clip the steps (0: no maximum)
+      branches=(),                   # fractions of each point's budget served by cooldown branches of its run,
+                                     # e.g. (0.25, 0.5): only the cooldowns are new compute (train/branch.py)
   ))
   # Warmup-stable-decay: a constant learning rate then a linear cooldown, the schedule scaling fits use.
   c.schedule = ml_collections.ConfigDict(dict(name="constant_cooldown", cooldown_fraction=0.2, warmup_steps=-1))
