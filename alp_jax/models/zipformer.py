@@ -192,7 +192,7 @@ class Conv2dSubsampling(nnx.Module):
 
   def __call__(self, features: jax.Array, mask: jax.Array, *, deterministic: bool = True,
                dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    x = features.astype(jnp.float32)[..., None]  # (B,T,M,1)
+    x = parts.zero_padding(features.astype(jnp.float32), mask)[..., None]  # (B,T,M,1): padding never enters
     x = _conv2d(x, self.conv0_filter[...], self.conv0_bias[...], (1, 1), ((0, 0), (1, 1)))  # (B,T-2,M,c1)
     if not deterministic:
       x = parts.scale_grad(x, 0.2)
@@ -200,7 +200,7 @@ class Conv2dSubsampling(nnx.Module):
     x = parts.swoosh_r(_conv2d(x, self.conv1_filter[...], self.conv1_bias[...], (2, 2), "VALID"))
     x = parts.swoosh_r(_conv2d(x, self.conv2_filter[...], self.conv2_bias[...], (1, 2), "VALID"))  # (B,T50,F',C)
     mask = _window_all(_window_all(_window_all(mask, 3, 1), 3, 2), 3, 1)  # (B,T50)
-    x = jnp.where(mask[:, :, None, None], x, 0.0)  # the ConvNeXt's 7-frame window must not read padding
+    x = parts.zero_padding(x, mask)  # the ConvNeXt's 7-frame window must see padded frames as zeros
     x = self.convnext(x)
     b, t = x.shape[:2]
     x = self.out(x.reshape(b, t, -1))  # (B,T50,F'*C) -> (B,T50,D_0); icefall flattens (C,F'), here (F',C)
@@ -236,12 +236,12 @@ class ZipformerLayer(nnx.Module):
     orig = x
     weights = self.attention_weights(x, mask, dropout_key=pos_key, **run)  # (B,H,T,T)
     x = x + self.feed_forward1(x, dropout_key=ff1_key, **run)
-    x = x + self.nonlin_attention(x, weights)
-    x = x + self.self_attention1(x, weights)
+    x = x + self.nonlin_attention(x, weights, mask)
+    x = x + self.self_attention1(x, weights, mask)
     x = x + self.conv1(x, mask)
     x = x + self.feed_forward2(x, dropout_key=ff2_key, **run)
     x = self.bypass_mid(orig, x, deterministic)
-    x = x + self.self_attention2(x, weights)
+    x = x + self.self_attention2(x, weights, mask)
     x = x + self.conv2(x, mask)
     x = x + self.feed_forward3(x, dropout_key=ff3_key, **run)
     x = self.norm(x, deterministic)
@@ -292,6 +292,7 @@ class Zipformer(nnx.Module):
 
   def __init__(self, cfg: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     check_config(cfg)
+    rngs = parts.ParamKeys(rngs)  # its parts only call rngs.params(); this keeps tracing the init linear
     dtype = sizes.compute_dtype(cfg.dtype)
     self.dtype = dtype
     self.encoder_dim = tuple(cfg.encoder_dim)
@@ -309,13 +310,40 @@ class Zipformer(nnx.Module):
 
   @staticmethod
   def kernel_frames(cfg: ml_collections.ConfigDict, parts_of_name: list[str], num_frames: int) -> int:
-    """Frames a kernel named by its path parts runs on: a stack's kernels at ceil(T50 / R_i), the rest at T50.
-    (Analytic FLOPs: its convolution filters are not matrices and are not counted.)"""
+    """Rows a kernel named by its path parts is applied to, for T log-mel frames: a stack's kernels at its
+    T_i = ceil(T50 / R_i) frames, except the relative-position projection (2 T_i - 1 offsets); the rest at T50.
+    (Analytic FLOPs, alp_jax/train/flops.py; the convolutions and attention products are `extra_flops`.)"""
     t50 = int(subsampled_length(num_frames))
     if "stacks" in parts_of_name:
       index = int(parts_of_name[parts_of_name.index("stacks") + 1])
-      return -(-t50 // cfg.downsampling_factor[index])
+      frames = -(-t50 // cfg.downsampling_factor[index])
+      return 2 * frames - 1 if "pos_proj" in parts_of_name else frames
     return t50
+
+  @staticmethod
+  def extra_flops(cfg: ml_collections.ConfigDict, num_frames: int) -> float:
+    """Forward FLOPs of one example of T log-mel frames that are not a kernel times its rows: the subsampling's
+    2-D convolutions and ConvNeXt, the depthwise convolutions, attention (content and relative-position scores,
+    the weighted sums of 2 SelfAttentions and the NonlinAttention) and the softmax-weighted downsamplings; 2 per
+    multiply-add, what XLA's dot and convolution ops do (tests/test_zipformer.py counts them in the jaxpr)."""
+    mel, (c1, c2, c3) = cfg.num_mel_bins, cfg.subsampling_channels
+    t0, t50 = num_frames - 2, int(subsampled_length(num_frames))
+    t1, f1 = (t0 - 3) // 2 + 1, (mel - 3) // 2 + 1
+    f_out = (f1 - 3) // 2 + 1
+    flops = 2.0 * 9 * c1 * t0 * mel + 2.0 * 9 * c1 * c2 * t1 * f1 + 2.0 * 9 * c2 * c3 * t50 * f_out
+    flops += 2.0 * t50 * f_out * (49 * c3 + 2 * 3 * c3 * c3)  # ConvNeXt: depthwise 7x7, two pointwise
+    for i, factor in enumerate(cfg.downsampling_factor):
+      t, d, h = -(-t50 // factor), cfg.encoder_dim[i], cfg.num_heads[i]
+      per_layer = (2.0 * h * t * t * cfg.query_head_dim[i]          # q . k
+                   + 2.0 * h * t * (2 * t - 1) * cfg.pos_head_dim[i]  # positional queries . every offset
+                   + 2 * 2.0 * h * t * t * cfg.value_head_dim[i]      # two SelfAttentions' weighted sums
+                   + 2.0 * t * t * (3 * d // 4)                       # NonlinAttention's weighted sum
+                   + 2 * 2.0 * t * d * cfg.cnn_module_kernel[i])      # two depthwise convolutions
+      flops += cfg.num_encoder_layers[i] * per_layer
+      if factor > 1:
+        flops += 2.0 * t * factor * d  # its downsampling's weighted sum
+    out_factor = cfg.output_downsampling_factor
+    return flops + 2.0 * (-(-t50 // out_factor)) * out_factor * max(cfg.encoder_dim)
 
   def _merge(self, outputs: list[jax.Array]) -> jax.Array:
     """Each channel of D = max D_i from the latest stack that has it (icefall _get_full_dim_output)."""
@@ -342,12 +370,12 @@ class Zipformer(nnx.Module):
       outputs.append(x)
       per_layer += [(y, stack.factor) for y in layer_outputs]
     frames, out_mask = self.output_downsample(self._merge(outputs), mask)  # (B,T',D)
-    frames = jnp.where(out_mask[..., None], frames, 0)
+    frames = parts.zero_padding(frames, out_mask)
     out_dict: dict[str, jax.Array] = {}
     if keep_layers:
       def to_output_rate(y, factor):
         y = parts.upsample(y, factor, t50) if factor > 1 else y
-        return jnp.where(out_mask[..., None], self.output_downsample(y, mask)[0], 0)
+        return parts.zero_padding(self.output_downsample(y, mask)[0], out_mask)
       out_dict["patch"] = to_output_rate(embedded, 1)
       for k, (y, factor) in enumerate(per_layer):
         out_dict[f"layer_{k}"] = to_output_rate(y, factor)

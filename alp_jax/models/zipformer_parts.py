@@ -7,10 +7,13 @@ Dimension letters:
   C NonlinAttention hidden width (3D/4), K depthwise-convolution kernel, R down/upsampling factor.
 
 Everything is batch-first (B,T,D); icefall is time-first. Masks are boolean, True on valid frames. The rule that
-makes padding harmless: whatever mixes frames (attention, convolutions, down-sampling) reads only valid frames,
-so appending padding never changes a valid frame's output (tests/test_zipformer.py checks it).
+makes padding harmless: whatever mixes frames (attention weights and the values they mix, convolutions,
+down-sampling) first replaces padded frames by zeros with `jnp.where` (never a multiply: 0 * NaN is NaN), so
+neither the amount of padding nor any value inside it, NaN included, reaches a valid frame (tests/test_zipformer.py
+feeds NaN padding to a stack and to the whole encoder).
 
 What is here and how it maps to icefall:
+  ParamKeys                 the per-parameter random keys (see its docstring for why not nnx.Rngs directly)
   swoosh_l / swoosh_r       the activations (forward formula; icefall's custom backward only saves memory)
   limit_param_value         gradient-only clamp icefall applies to BiasNorm log-scales and bypass scales (train)
   scale_grad                identity forward, gradient times alpha (Conv2dSubsampling's first conv)
@@ -35,6 +38,28 @@ from flax import nnx
 from alp_jax.models import layers
 
 MASKED_SCORE = -1e4  # icefall fills masked scores with -1000; any large negative gives the same softmax
+
+
+class ParamKeys:
+  """`.params()` -> a fresh key per parameter, split from one key drawn from an `nnx.Rngs`; passed where the parts
+  take `rngs` (they only call `rngs.params()`).
+
+  Why: flax 0.12's `nnx.Rngs` bumps its counter through `Variable.__setitem__`, which under a trace (eval_shape, a
+  jitted init) asks the tracer for `.sharding` and so formats an error message over the whole trace so far, on
+  every call: quadratic in the number of parameters (12 s to trace Zipformer-M's ~900 here, 1.5 s with this).
+  """
+
+  def __init__(self, rngs: nnx.Rngs):
+    self._key = rngs.params()
+
+  def params(self) -> jax.Array:
+    self._key, key = jax.random.split(self._key)
+    return key
+
+
+def zero_padding(x: jax.Array, mask: jax.Array) -> jax.Array:
+  """(B,T,...) with the frames where mask (B,T) is False replaced by zeros (NaN-safe)."""
+  return jnp.where(mask.reshape(mask.shape + (1,) * (x.ndim - 2)), x, jnp.zeros((), x.dtype))
 
 
 def swoosh_l(x: jax.Array) -> jax.Array:
@@ -162,7 +187,7 @@ def downsample(x: jax.Array, mask: jax.Array, logits: jax.Array) -> tuple[jax.Ar
   mask = jnp.pad(mask, ((0, 0), (0, pad))).reshape(b, groups, factor)
   weights = jnp.where(mask, jax.nn.softmax(logits.astype(jnp.float32))[None, None, :], 0.0)  # (B,G,R)
   weights = weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), 1e-30)
-  x = jnp.where(mask[..., None], x, 0)  # a padded frame's value never enters (0 * inf would)
+  x = jnp.where(mask[..., None], x, jnp.zeros((), x.dtype))  # a padded frame's value never enters (0 * NaN would)
   out = jnp.einsum("bgrd,bgr->bgd", x, weights.astype(x.dtype))
   return out, jnp.any(mask, axis=-1)
 
@@ -234,7 +259,7 @@ class RelPositionAttentionWeights(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-  """Values (B,H,T,V) mixed by given attention weights, then projected back to D."""
+  """Values (B,H,T,V) mixed by given attention weights, then projected back to D (padded frames' values zeroed)."""
 
   def __init__(self, width: int, num_heads: int, value_head_dim: int, *, rngs: nnx.Rngs,
                dtype: Any = jnp.float32):
@@ -242,14 +267,15 @@ class SelfAttention(nnx.Module):
     self.out = Dense(num_heads * value_head_dim, (width,), (None, "embed"), initial_scale=0.05,
                      rngs=rngs, dtype=dtype)
 
-  def __call__(self, x: jax.Array, weights: jax.Array) -> jax.Array:
-    v = jnp.einsum("bthv->bhtv", self.value(x))  # (B,H,T,V)
+  def __call__(self, x: jax.Array, weights: jax.Array, mask: jax.Array) -> jax.Array:
+    v = jnp.einsum("bthv->bhtv", zero_padding(self.value(x), mask))  # (B,H,T,V)
     mixed = jnp.einsum("bhts,bhsv->bthv", weights, v)  # (B,T,H,V)
     return self.out(mixed.reshape(mixed.shape[:2] + (-1,)))  # (B,T,D)
 
 
 class NonlinAttention(nnx.Module):
-  """in_proj -> (s, x, y); x * tanh(s) mixed over time by head 0's attention weights; times y; out_proj."""
+  """in_proj -> (s, x, y); x * tanh(s), padded frames zeroed, mixed over time by head 0's attention weights; times
+  y; out_proj."""
 
   def __init__(self, width: int, hidden: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32):
     kw = dict(rngs=rngs, dtype=dtype)
@@ -258,8 +284,8 @@ class NonlinAttention(nnx.Module):
     self.multiplier = Dense(width, (hidden,), ("embed", "mlp"), **kw)
     self.out = Dense(hidden, (width,), ("mlp", "embed"), initial_scale=0.05, **kw)
 
-  def __call__(self, x: jax.Array, weights: jax.Array) -> jax.Array:
-    hidden = self.value(x) * jnp.tanh(self.gate(x))  # (B,T,C)
+  def __call__(self, x: jax.Array, weights: jax.Array, mask: jax.Array) -> jax.Array:
+    hidden = zero_padding(self.value(x) * jnp.tanh(self.gate(x)), mask)  # (B,T,C)
     hidden = jnp.einsum("bts,bsc->btc", weights[:, 0], hidden)  # head 0's weights (B,T,S)
     return self.out(hidden * self.multiplier(x))  # (B,T,D)
 
@@ -283,7 +309,7 @@ class ConvolutionModule(nnx.Module):
 
   def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
     hidden = self.value(x) * jax.nn.sigmoid(self.gate(x))  # (B,T,D)
-    hidden = jnp.where(mask[..., None], hidden, 0)
+    hidden = zero_padding(hidden, mask)
     hidden = depthwise_conv1d(hidden, self.depthwise_filter[...].astype(self.dtype))
     hidden = hidden + self.depthwise_bias[...].astype(self.dtype)
     return self.out(swoosh_r(hidden))

@@ -21,7 +21,8 @@ and the tokens depend on the part of the model it lives in:
                                      projection are applied to the T' audio frames instead
   text_head, classifier, anything else   1 per example
 Attention itself (scores and the weighted sum) adds 4 x Tq x Tk x width per attention layer, the layers counted
-from the query kernels. The contrastive logits add 2 x B^2 x E. Token embeddings are lookups (no FLOPs), except
+from the query kernels. An audio encoder class with an `extra_flops(cfg, T)` (the Zipformer: its convolutions,
+attention products and downsamplings) adds that many forward FLOPs per example instead. The contrastive logits add 2 x B^2 x E. Token embeddings are lookups (no FLOPs), except
 a decoder with tied embeddings, whose output projection reuses the table.
 
 Tested against XLA's cost analysis of the unrolled step (tests/test_flops.py): the analytic count is the
@@ -120,6 +121,11 @@ def breakdown(config: ml_collections.ConfigDict) -> dict[str, float]:
       flops += 2.0 * math.prod(shape) * text_tokens
     if flops:
       parts[part] = parts.get(part, 0.0) + factor * flops * batch
+  encoder_cls = encoders.AUDIO_ENCODERS[config.model.audio.name]
+  if hasattr(encoder_cls, "extra_flops"):
+    factor = 1.0 if "audio_encoder" in frozen else BACKWARD_FACTOR
+    extra = factor * batch * encoder_cls.extra_flops(config.model.audio, _input_frames(config))
+    parts["audio_encoder"] = parts.get("audio_encoder", 0.0) + extra
   kind = config.get("loss", {}).get("kind", "")
   if kind in ("contrastive", "sigmoid", "sigmoid_chunked") or config.model.name == "hybrid":
     parts["contrastive_logits"] = BACKWARD_FACTOR * 2.0 * batch * batch * config.model.head.embed_dim
