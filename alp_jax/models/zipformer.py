@@ -23,11 +23,13 @@ A Zipformer layer (ZipformerLayer): FF1, shared relative-position attention weig
 SelfAttention 1, Conv 1, FF2, mid bypass, SelfAttention 2 (same weights), Conv 2, FF3, BiasNorm, bypass.
 The parts are in alp_jax/models/zipformer_parts.py.
 
-Padding: a 50/s frame is valid if every log-mel frame its convolutions read is valid (so a clip of L valid
-frames gives (L-7)//2, icefall's lengths); a downsampled frame is valid if any frame of its group is, and its
-value is a weighted sum of the group's valid frames only; convolutions see padded frames as zeros; attention
-never attends to them. Appending padding therefore changes no valid output frame. Invalid output frames are
-zero.
+Padding: padded log-mel frames are replaced by zeros first; a 50/s frame is valid if every log-mel frame its
+convolutions read is valid (so a clip of L valid frames gives (L-7)//2, icefall's lengths); a downsampled frame is
+valid if any frame of its group is, and its value is a weighted sum of the group's valid frames only; every
+operation that mixes frames replaces padded frames by zeros first (jnp.where, NaN-safe); attention never attends
+to them. Neither the amount of padding nor its values reach a valid output frame. Invalid output frames are zero.
+Selecting it from a config: the variants `zipformer` / `zipformer_<preset>` of every model config
+(alp_jax/configs/common.py use_zipformer); docs/models.md lists every difference from icefall and the toolkit.
 
 Training-time regularisers of icefall that are NOT implemented (all are identity at evaluation, so an exported
 encoder computes what icefall's would with the same weights):
@@ -35,9 +37,9 @@ encoder computes what icefall's would with the same weights):
 - the ScheduledFloat schedules (rates driven by the batch count): randomised layer skipping (bypass skip_rate),
   attention/conv/FF2/FF3 sequence skipping, const_attention_rate, pos_emb_skip_rate, the ConvNeXt layerdrop,
   and the random feature masks above encoder_unmasked_dim;
-- dropout rates are fixed at cfg.dropout (icefall: 0.3 decaying to 0.1 over 20k batches; 0.1 here by default).
+- dropout rates are fixed at cfg.dropout (icefall: 0.3 decaying to 0.1 over 20k batches; 0 by default here).
 Implemented for training: dropout in the feed-forward modules and after the subsampling (mask shared over time,
-icefall's Dropout3), on the positional table (0.15), ScaleGrad(0.2) on the first convolution, and the gradient
+icefall's Dropout3), on the positional table (cfg.pos_dropout; icefall 0.15), ScaleGrad(0.2) on the first convolution, and the gradient
 limits on BiasNorm log-scales ([-1.5, 1.5]) and bypass scales ([0.2, 1], the schedule's final value).
 icefall's unused `bypass_scale` parameter in each layer (marked "TODO: remove it") is not created.
 """
