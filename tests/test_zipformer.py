@@ -16,11 +16,11 @@ from flax import nnx
 
 from alp_jax import AudioEncoder
 from alp_jax import sharding as sharding_lib
+from alp_jax.audio import frontend
 from alp_jax.configs import common
 from alp_jax.models import encoders, zipformer
 from alp_jax.models import zipformer_parts as parts
 from alp_jax.train import flops
-from alp_jax.train import state as state_lib
 from alp_jax.train import trainer
 
 from conftest import load_config, make_test_config
@@ -138,21 +138,29 @@ def _host_init(abstract_module, seed: int):
   def draw(x):
     if x.ndim >= 2:
       bound = 1.0 / np.sqrt(np.prod(x.shape[:-1]))
-      return jnp.asarray(rng.uniform(-bound, bound, x.shape).astype(np.float32))
-    return jnp.asarray(rng.uniform(0.2, 0.8, x.shape).astype(np.float32))
+      return rng.uniform(-bound, bound, x.shape).astype(np.float32)
+    return rng.uniform(0.2, 0.8, x.shape).astype(np.float32)
 
   return graphdef, jax.tree.map(draw, state)
 
 
-def _tiny_config():
+def _tiny_config(stacks=(0, 1, 2, 3, 4, 5)):
+  """The tiny preset at MEL mel bins, keeping the given stacks (each compiled stack costs ~0.6 CPU seconds)."""
   cfg = zipformer.default_config("tiny")
   cfg.num_mel_bins = MEL
+  for key in zipformer.PER_STACK:
+    cfg[key] = [cfg[key][i] for i in stacks]
   return cfg
+
+
+# Stacks 0, 3, 5 of the tiny preset: R = 1, 8, 2 at widths 32, 64, 48, so the slowest rate (partial groups of 8),
+# a widening and a narrowing merge are all there at half the compile time of the six stacks.
+THREE_STACKS = (0, 3, 5)
 
 
 @pytest.fixture(scope="module")
 def tiny():
-  cfg = _tiny_config()
+  cfg = _tiny_config(THREE_STACKS)
   graphdef, state = _host_init(nnx.eval_shape(lambda: encoders.encoder_from_config(cfg, rngs=nnx.Rngs(0))), 0)
 
   @jax.jit
@@ -179,14 +187,14 @@ def test_output_rate_and_shapes_for_several_lengths_and_padding_changes_nothing(
   assert frames.shape == (len(LENGTHS), t_out, encoder.output_dim) == (4, 49, 64)
   np.testing.assert_array_equal(frame_mask.sum(1), ((LENGTHS - 7) // 2 + 1) // 2)
   np.testing.assert_array_equal(frame_mask.sum(1), zipformer.output_length(LENGTHS))
-  assert zipformer.Zipformer.output_frames(_tiny_config(), t) == t_out
+  assert zipformer.Zipformer.output_frames(_tiny_config(THREE_STACKS), t) == t_out
   assert np.all(frames[~frame_mask] == 0) and np.isfinite(frames).all()
   assert np.abs(frames[frame_mask]).mean() > 0.01
   np.testing.assert_allclose(out["pooled"], [frames[i][frame_mask[i]].mean(0) for i in range(len(LENGTHS))],
                              rtol=1e-5, atol=1e-6)
   layer_names = sorted(k for k in out if k.startswith("layer_"))
-  assert len(layer_names) == sum(zipformer.PRESETS["tiny"]["num_encoder_layers"]) and "patch" in out
-  assert out["layer_3"].shape == (4, t_out, 64) and out["patch"].shape == (4, t_out, 32)
+  assert len(layer_names) == len(THREE_STACKS) and "patch" in out
+  assert out["layer_1"].shape == (4, t_out, 64) and out["patch"].shape == (4, t_out, 32)
   # 37 more padded frames, other garbage (large values) where NaN was: every valid output is unchanged.
   extra = 37
   longer = np.concatenate([np.where(mask[..., None], features, 1e3), np.full((4, extra, MEL), -1e3)], axis=1)
@@ -204,10 +212,8 @@ def test_output_rate_and_shapes_for_several_lengths_and_padding_changes_nothing(
 def test_a_stack_never_reads_its_padded_frames():
   """Inside the encoder: a downsampling stack (attention, NonlinAttention, convolutions, bypasses, down- and
   upsampling) given NaN or other values on its padded frames gives the same finite valid frames."""
-  cfg = _tiny_config()
+  cfg = _tiny_config((0, 1))
   cfg.downsampling_factor = [1, 4]
-  for key in zipformer.PER_STACK[1:]:
-    cfg[key] = cfg[key][:2]
   graphdef, state = _host_init(nnx.eval_shape(lambda: zipformer.ZipformerStack(cfg, 1, rngs=nnx.Rngs(0))), 1)
   run = jax.jit(lambda state, x, mask: nnx.merge(graphdef, state)(x, mask)[0])
   rng = np.random.default_rng(5)
@@ -307,11 +313,12 @@ def test_the_zipformer_is_sharded_by_the_default_rules():
   config = load_config("clap", "tiny,zipformer")
   config.mesh.update(data=1, fsdp=4, tensor=2)
   mesh = sharding_lib.mesh_from_config(config.mesh)
-  _, params, _ = state_lib.split_model(state_lib.build_abstract_model(config))
+  abstract = nnx.eval_shape(lambda: encoders.encoder_from_config(config.model.audio, rngs=nnx.Rngs(0)))
+  params = nnx.state(abstract, nnx.Param)
   shardings = sharding_lib.state_shardings(params, mesh, config.mesh.rules)
   assert sharding_lib.sharding_report(params, shardings, mesh, config.mesh.rules, 0) == []  # every rule applies
   flat = dict(nnx.to_flat_state(shardings))
-  spec = flat[("audio_encoder", "stacks", 3, "layers", 0, "feed_forward2", "hidden", "kernel")].get_value().spec
+  spec = flat[("stacks", 3, "layers", 0, "feed_forward2", "hidden", "kernel")].get_value().spec
   assert tuple(spec) == ("fsdp", "tensor")  # (D, F): embed -> fsdp, mlp -> tensor
 
 
@@ -374,5 +381,7 @@ def test_tiny_zipformer_trains_on_8_devices_exports_and_embeds(tiny_corpus_dir, 
   assert encoder.output_dim == max(zipformer.PRESETS["tiny"]["encoder_dim"])
   clip = np.random.default_rng(0).standard_normal(int(2.5 * 16000)).astype(np.float32) * 0.1
   out = encoder.embed(clip, 16000)
-  assert 58 <= len(out["frames"]) <= 63 and np.isfinite(out["frames"]).all()  # 2.5 s at 25 frames/s
+  # Three 1 s windows, the last half full: each gives the Zipformer's own count (23 for 1 s, not 25).
+  window, last = (zipformer.output_length(frontend.num_frames(n, config.frontend)) for n in (16000, 8000))
+  assert len(out["frames"]) == 2 * window + last and np.isfinite(out["frames"]).all()
   np.testing.assert_allclose(out["pooled"], out["frames"].mean(axis=0), rtol=1e-5, atol=1e-6)
