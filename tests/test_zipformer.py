@@ -305,6 +305,7 @@ def test_a_config_variant_selects_the_zipformer_and_its_preset():
   assert config.model.audio.encoder_dim == zipformer.PRESETS["768"]["encoder_dim"]
   assert config.model.audio.dtype == "bfloat16"  # the size variant's compute dtype is kept
   assert load_config("tagging", "zipformer").model.audio.encoder_dim == zipformer.PRESETS["m"]["encoder_dim"]
+  assert load_config("hybrid", "tiny,zipformer_m").model.audio.preset == "m"
   with pytest.raises(ValueError, match="choose one Zipformer preset"):
     load_config("clap", "zipformer_m,zipformer_768")
 
