@@ -3,14 +3,14 @@ prediction (CapPa), label smoothing 0.1.
 
   python -m alp_jax.train --config configs/cappa.py:tiny --workdir runs/cappa_tiny
 
-Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder, captions up to 128 tokens, relative gradient clipping) | ar_only (no parallel rows).
+Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder, captions up to 128 tokens, relative gradient clipping) | ar_only (no parallel rows) | zipformer | zipformer_<preset> (the study's audio encoder, see configs/clap.py).
 """
 import ml_collections
 
 from alp_jax.configs import common
 from alp_jax.models import captioner
 
-VARIANTS = ("tiny", "demo", "small", "base", "ar_only")
+VARIANTS = ("tiny", "demo", "small", "base", "ar_only") + common.ZIPFORMER_VARIANTS
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -44,6 +44,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.max_caption_tokens = 128   # study toolkit: 128 (CaptionStew captions are long; see docs/data.md)
     c.model.decoder.max_len = c.data.max_caption_tokens
     common.apply_relative_clipping(c)
+  common.apply_zipformer_variants(c, variants)   # zipformer | zipformer_<preset>: the study's encoder
   if "ar_only" in variants:
     c.loss.parallel_fraction = 0.0
   return c

@@ -7,14 +7,17 @@
 Variants: tiny (CPU seconds) | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (the study's scale: BERT-base text tower, 1024-d heads, fixed
 temperature 0.07, sum-reduced InfoNCE over the gathered global batch, gradients clipped at twice the recent median
 norm) | sigmoid (SigLIP loss) |
-sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature.
+sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature |
+zipformer (the study's Zipformer audio encoder: preset m, or tiny with tiny) | zipformer_<preset> (m, 768, m_icefall,
+l_icefall, tiny; docs/models.md).
 """
 import ml_collections
 
 from alp_jax.configs import common
 from alp_jax.models import two_towers
 
-VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature")
+VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked",
+            "learnable_temperature") + common.ZIPFORMER_VARIANTS
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -48,6 +51,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     common.apply_relative_clipping(c)   # a clip that fits the summed loss (docs/objectives.md)
     c.data.crop_seconds = 10.0
     c.data.max_caption_tokens = 32
+  common.apply_zipformer_variants(c, variants)   # zipformer | zipformer_<preset>: the study's encoder
   if "sigmoid" in variants:
     c.loss.kind = "sigmoid"
     c.model.logit_bias = True   # the sigmoid losses need the towers' learnable logit bias

@@ -14,9 +14,14 @@ import ml_collections
 from alp_jax import sharding
 from alp_jax.audio import frontend
 from alp_jax.data import pipeline
+from alp_jax.models import zipformer
 from alp_jax.train import optimizer
 
 DEMO_CORPUS = "runs/demo/corpus"
+
+# Variants every model config accepts: the audio encoder becomes the Zipformer, preset "m" (or "tiny" next to the
+# tiny variant) for `zipformer`, the named preset for `zipformer_<preset>` (alp_jax/models/zipformer.py PRESETS).
+ZIPFORMER_VARIANTS = ("zipformer",) + tuple(f"zipformer_{preset}" for preset in zipformer.PRESETS)
 
 
 def parse_variants(arg, known: tuple[str, ...], where: str) -> set:
@@ -66,6 +71,26 @@ def apply_relative_clipping(c: ml_collections.ConfigDict, scale: float = 2.0) ->
   optimizer.clip_window gradient norms, instead of an absolute norm that a summed loss would exceed every step."""
   c.optimizer.clip_norm = 0.0
   c.optimizer.clip_relative = scale
+
+
+def use_zipformer(c: ml_collections.ConfigDict, preset: str = "m") -> None:
+  """config.model.audio := the Zipformer `preset` ("m" is the study toolkit's, "768" its 768-d one; docs/models.md),
+  keeping the compute dtype the size variants chose. The per-stack lists stay editable afterwards
+  (--config.model.audio.encoder_dim=...); `preset` itself is only a label once the lists are filled."""
+  dtype = c.model.audio.get("dtype", "float32")
+  c.model.audio = zipformer.default_config(preset)
+  c.model.audio.dtype = dtype
+
+
+def apply_zipformer_variants(c: ml_collections.ConfigDict, variants: set) -> None:
+  """The ZIPFORMER_VARIANTS among `variants` (at most one), applied after the size variants."""
+  chosen = sorted(variants & set(ZIPFORMER_VARIANTS))
+  if len(chosen) > 1:
+    raise ValueError(f"variants {', '.join(chosen)}: choose one Zipformer preset")
+  if chosen == ["zipformer"]:
+    use_zipformer(c, "tiny" if "tiny" in variants else "m")
+  elif chosen:
+    use_zipformer(c, chosen[0].removeprefix("zipformer_"))
 
 
 def apply_tiny(c: ml_collections.ConfigDict) -> None:

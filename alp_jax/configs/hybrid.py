@@ -11,7 +11,8 @@ loss and 1:1 weights the contrastive gradient was 2B / tau times the caption one
   python -m alp_jax.train --config configs/hybrid.py:tiny --workdir runs/hybrid_tiny
 
 Variants: tiny | demo | small | base (both towers and the decoder, as in clap.py and cappa.py) | sigmoid |
-sigmoid_chunked (the contrastive term's loss) | learnable_temperature | ar_only (no parallel caption rows).
+sigmoid_chunked (the contrastive term's loss) | learnable_temperature | ar_only (no parallel caption rows) |
+zipformer | zipformer_<preset> (the study's audio encoder, see configs/clap.py).
 """
 import ml_collections
 
@@ -21,7 +22,8 @@ from alp_jax.configs import common
 from alp_jax.models import hybrid
 
 
-VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature", "ar_only")
+VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature",
+            "ar_only") + common.ZIPFORMER_VARIANTS   # zipformer*: the audio encoder, through clap.py
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:

@@ -6,7 +6,8 @@ against (theirs: an AudioSet-supervised Zipformer). Train, export, then start AL
   python -m alp_jax.train --config configs/clap.py:tiny --workdir runs/clap_from_tagger \\
       --config.model_init=runs/tagger_encoder
 
-Variants: tiny | small | base | single_label (softmax cross-entropy instead of multi-label BCE).
+Variants: tiny | small | base | single_label (softmax cross-entropy instead of multi-label BCE) | zipformer |
+zipformer_<preset> (the study's audio encoder, see configs/clap.py).
 data.label_task names the label task (demo corpus: sound_type, instrument_family, speaker, domain, ...).
 """
 import ml_collections
@@ -14,7 +15,7 @@ import ml_collections
 from alp_jax.configs import common
 from alp_jax.models import tagger
 
-VARIANTS = ("tiny", "small", "base", "single_label")
+VARIANTS = ("tiny", "small", "base", "single_label") + common.ZIPFORMER_VARIANTS
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
@@ -35,6 +36,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.audio.attention_impl = "dot_product_attention"
     c.model.audio.scan_layers = True
     c.data.crop_seconds = 10.0
+  common.apply_zipformer_variants(c, variants)   # zipformer | zipformer_<preset>: the study's encoder
   if "single_label" in variants:
     c.loss.multilabel = False
   return c

@@ -87,6 +87,11 @@ class TransformerAudioEncoder(nnx.Module):
         attention_impl=cfg.attention_impl, dropout=cfg.dropout, scan_layers=cfg.scan_layers,
         remat_policy=cfg.remat_policy)
 
+  @staticmethod
+  def output_frames(cfg: ml_collections.ConfigDict, num_frames: int) -> int:
+    """T' = ceil(T / stack) output frames for T log-mel frames (analytic FLOPs use it)."""
+    return -(-num_frames // cfg.stack)
+
   def __call__(self, features: jax.Array, frame_mask: jax.Array, *, deterministic: bool = True,
                dropout_key: jax.Array | None = None,
                keep_layers: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:

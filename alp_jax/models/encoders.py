@@ -16,7 +16,7 @@ import ml_collections
 from flax import nnx
 from flax.core import meta
 
-from alp_jax.models import audio_encoder
+from alp_jax.models import audio_encoder, zipformer
 
 AUDIO_ENCODER = "audio_encoder"      # waveform -> frames (every model)
 TEXT_TOWER = "text_tower"            # caption -> embedding aligned with the audio embedding
@@ -26,6 +26,7 @@ CAPABILITIES = (AUDIO_ENCODER, TEXT_TOWER, CAPTION_DECODER, CLASSIFIER)
 
 AUDIO_ENCODERS = {
     "transformer": audio_encoder.TransformerAudioEncoder,
+    "zipformer": zipformer.Zipformer,
 }
 
 

@@ -13,14 +13,16 @@ before them needs their gradient.
 How the count is made, so a new model family needs no edit here as long as it keeps the parameter naming:
 every kernel parameter (a leaf named `*kernel` with 2+ dims) costs 2 x its size per token it is applied to,
 and the tokens depend on the part of the model it lives in:
-  audio_encoder                      T' audio frames (crop_seconds at 100 frames/s, stacked by model.audio.stack)
+  audio_encoder                      T' audio frames (the encoder class's output_frames(cfg, T); a class that runs
+                                     parts at other rates, the Zipformer, says per kernel: kernel_frames)
   audio_head                         T' (project_then_pool) or 1 (pool_then_project)
   text_encoder                       L + 1 caption tokens (CLS)
   decoder                            L caption tokens; its cross-attention key/value kernels and the audio
                                      projection are applied to the T' audio frames instead
   text_head, classifier, anything else   1 per example
 Attention itself (scores and the weighted sum) adds 4 x Tq x Tk x width per attention layer, the layers counted
-from the query kernels. The contrastive logits add 2 x B^2 x E. Token embeddings are lookups (no FLOPs), except
+from the query kernels. An audio encoder class with an `extra_flops(cfg, T)` (the Zipformer: its convolutions,
+attention products and downsamplings) adds that many forward FLOPs per example instead. The contrastive logits add 2 x B^2 x E. Token embeddings are lookups (no FLOPs), except
 a decoder with tied embeddings, whose output projection reuses the table.
 
 Tested against XLA's cost analysis of the unrolled step (tests/test_flops.py): the analytic count is the
@@ -36,6 +38,7 @@ from flax import nnx
 
 from alp_jax.audio import frontend
 from alp_jax.audio.io import TARGET_SAMPLE_RATE
+from alp_jax.models import encoders
 from alp_jax.train import freeze
 from alp_jax.train import state as state_lib
 
@@ -47,10 +50,24 @@ def _path_name(path) -> str:
   return "/".join(str(k.key if hasattr(k, "key") else k.idx) for k in path if hasattr(k, "key") or hasattr(k, "idx"))
 
 
+def _input_frames(config: ml_collections.ConfigDict) -> int:
+  """T: log-mel frames of one training crop."""
+  return frontend.num_frames(int(round(config.data.crop_seconds * TARGET_SAMPLE_RATE)), config.frontend)
+
+
 def _audio_frames(config: ml_collections.ConfigDict) -> int:
-  """T': output frames of the audio encoder for one training crop."""
-  samples = int(round(config.data.crop_seconds * TARGET_SAMPLE_RATE))
-  return math.ceil(frontend.num_frames(samples, config.frontend) / config.model.audio.stack)
+  """T': output frames of the audio encoder for one training crop (the encoder class's `output_frames`)."""
+  encoder_cls = encoders.AUDIO_ENCODERS[config.model.audio.name]
+  return int(encoder_cls.output_frames(config.model.audio, _input_frames(config)))
+
+
+def _audio_kernel_frames(config: ml_collections.ConfigDict, parts: list[str], audio_frames: int) -> int:
+  """Frames an audio-encoder kernel is applied to: the class's `kernel_frames(cfg, parts, T)` when it runs parts
+  at other rates (Zipformer stacks), else T'."""
+  encoder_cls = encoders.AUDIO_ENCODERS[config.model.audio.name]
+  if hasattr(encoder_cls, "kernel_frames"):
+    return int(encoder_cls.kernel_frames(config.model.audio, parts, _input_frames(config)))
+  return audio_frames
 
 
 def _tokens_for(name: str, config, audio_frames: int, text_tokens: int) -> int:
@@ -61,7 +78,7 @@ def _tokens_for(name: str, config, audio_frames: int, text_tokens: int) -> int:
       return audio_frames
     return text_tokens
   if "audio_encoder" in parts:
-    return audio_frames
+    return _audio_kernel_frames(config, parts, audio_frames)
   if "audio_head" in parts:
     return audio_frames if config.model.head.audio_pooling == "project_then_pool" else 1
   if "text_encoder" in parts:
@@ -104,6 +121,11 @@ def breakdown(config: ml_collections.ConfigDict) -> dict[str, float]:
       flops += 2.0 * math.prod(shape) * text_tokens
     if flops:
       parts[part] = parts.get(part, 0.0) + factor * flops * batch
+  encoder_cls = encoders.AUDIO_ENCODERS[config.model.audio.name]
+  if hasattr(encoder_cls, "extra_flops"):
+    factor = 1.0 if "audio_encoder" in frozen else BACKWARD_FACTOR
+    extra = factor * batch * encoder_cls.extra_flops(config.model.audio, _input_frames(config))
+    parts["audio_encoder"] = parts.get("audio_encoder", 0.0) + extra
   kind = config.get("loss", {}).get("kind", "")
   if kind in ("contrastive", "sigmoid", "sigmoid_chunked") or config.model.name == "hybrid":
     parts["contrastive_logits"] = BACKWARD_FACTOR * 2.0 * batch * batch * config.model.head.embed_dim
