@@ -18,11 +18,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import numpy as np
+
+from alp_jax import encoder_api
+from alp_jax.configs import clap
+from alp_jax.evaluate import embed, probe, tasks
 
 _CHILD = """
 import json, resource, sys, time
@@ -34,8 +42,6 @@ CLASSES = ("low", "high")
 
 def synthetic_task(clips: int, min_seconds: float, max_seconds: float):
   """A tasks.Task of `clips` in-memory clips (module docstring)."""
-  import numpy as np
-  from alp_jax.evaluate import tasks
 
   def source(i: int, seconds: float, label: str):
     def load():
@@ -55,22 +61,17 @@ def synthetic_task(clips: int, min_seconds: float, max_seconds: float):
 
 
 def tiny_encoder():
-  from alp_jax import encoder_api
-  from alp_jax.configs import clap
   config = clap.get_config("tiny")
   config.data.crop_seconds = 1.0
   return encoder_api.AudioEncoder.build(encoder_api.meta_from_config(config), seed=0)
 
 
 def _peak_mb() -> float:
-  import resource
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(clips: str, kind: str, min_seconds: str, max_seconds: str, windows_per_batch: str, probe_steps: str,
               cache_dir: str) -> dict:
-  import time
-  from alp_jax.evaluate import embed, probe
   encoder = tiny_encoder()
   task = synthetic_task(int(clips), float(min_seconds), float(max_seconds))
   before = _peak_mb()
