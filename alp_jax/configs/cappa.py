@@ -3,18 +3,19 @@ prediction (CapPa), label smoothing 0.1.
 
   python -m alp_jax.train --config configs/cappa.py:tiny --workdir runs/cappa_tiny
 
-Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder, captions up to 128 tokens, relative gradient clipping) | ar_only (no parallel rows) | zipformer | zipformer_<preset> (the study's audio encoder, see configs/clap.py).
+Variants: tiny | demo (the `make demo` recipe: tiny, 2000 steps, no SpecAugment) | small | base (study: BART-base-sized 6-layer, 768-wide decoder, captions up to 128 tokens, relative gradient clipping) | ar_only (no parallel rows) | zipformer | zipformer_<preset> (the study's audio encoder, see configs/clap.py) | study | study_init (the paper's recipe and
+budgets as in configs/clap.py, with the toolkit's decoder: post-LN, no biases, 8 heads, 128-token captions).
 """
 import ml_collections
 
 from alp_jax.configs import common
 from alp_jax.models import captioner
 
-VARIANTS = ("tiny", "demo", "small", "base", "ar_only") + common.ZIPFORMER_VARIANTS
+VARIANTS = ("tiny", "demo", "small", "base", "ar_only") + common.ZIPFORMER_VARIANTS + common.STUDY_VARIANTS
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg, VARIANTS, __file__)
+  variants = common.study_variants(common.parse_variants(arg, VARIANTS, __file__))
   c = common.base_config()
   c.model = captioner.default_config()
   c.loss = ml_collections.ConfigDict(dict(
@@ -45,6 +46,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.model.decoder.max_len = c.data.max_caption_tokens
     common.apply_relative_clipping(c)
   common.apply_zipformer_variants(c, variants)   # zipformer | zipformer_<preset>: the study's encoder
+  common.apply_study(c, variants)   # study | study_init: the paper's recipe and budgets
   if "ar_only" in variants:
     c.loss.parallel_fraction = 0.0
   return c

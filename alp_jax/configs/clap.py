@@ -9,7 +9,12 @@ temperature 0.07, sum-reduced InfoNCE over the gathered global batch, gradients 
 norm) | sigmoid (SigLIP loss) |
 sigmoid_chunked (SigLIP over a device ring: no device holds the global logits) | learnable_temperature |
 zipformer (the study's Zipformer audio encoder: preset m, or tiny with tiny) | zipformer_<preset> (m, 768, m_icefall,
-l_icefall, tiny; docs/models.md).
+l_icefall, tiny; docs/models.md) | study (the paper's recipe: base sizes, Zipformer-M, ScaledAdam lr 0.045 + Eden2 with
+parameter averaging, float32, ~5,120 s of audio per step, 600k steps; configs/common.py:apply_study names each
+value's source) | study_init (the same for 200k steps from a supervised encoder: --config.model_init=PATH).
+
+  python -m alp_jax.train --config configs/clap.py:study --workdir DIR --config.data.corpus_dir=CORPUS
+  python -m alp_jax.train --config configs/clap.py:study,zipformer_768 ...   # the 768-d Zipformer instead
 """
 import ml_collections
 
@@ -17,11 +22,11 @@ from alp_jax.configs import common
 from alp_jax.models import two_towers
 
 VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked",
-            "learnable_temperature") + common.ZIPFORMER_VARIANTS
+            "learnable_temperature") + common.ZIPFORMER_VARIANTS + common.STUDY_VARIANTS
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg, VARIANTS, __file__)
+  variants = common.study_variants(common.parse_variants(arg, VARIANTS, __file__))
   c = common.base_config()
   c.model = two_towers.default_config()
   c.loss = ml_collections.ConfigDict(dict(
@@ -52,6 +57,7 @@ def get_config(arg=None) -> ml_collections.ConfigDict:
     c.data.crop_seconds = 10.0
     c.data.max_caption_tokens = 32
   common.apply_zipformer_variants(c, variants)   # zipformer | zipformer_<preset>: the study's encoder
+  common.apply_study(c, variants)   # study | study_init: the paper's recipe and budgets
   if "sigmoid" in variants:
     c.loss.kind = "sigmoid"
     c.model.logit_bias = True   # the sigmoid losses need the towers' learnable logit bias

@@ -93,6 +93,57 @@ def apply_zipformer_variants(c: ml_collections.ConfigDict, variants: set) -> Non
     use_zipformer(c, chosen[0].removeprefix("zipformer_"))
 
 
+# The paper's budgets (STUDY.md 4, [DIG]): 8 V100s x 640 s of audio per step, 600k steps from scratch, 200k steps
+# from a supervised (AudioSet-tagging) encoder.
+STUDY_SCRATCH_STEPS = 600_000
+STUDY_INIT_STEPS = 200_000
+STUDY_BATCH_SECONDS = 8 * 640.0
+STUDY_VARIANTS = ("study", "study_init")
+
+
+def study_variants(variants: set) -> set:
+  """`study`/`study_init` imply the base sizes and (unless a zipformer_<preset> variant names another) Zipformer-M;
+  -> the variants to apply, before the size variants are read."""
+  if variants & set(STUDY_VARIANTS):
+    if len(variants & set(STUDY_VARIANTS)) > 1:
+      raise ValueError("variants study and study_init: choose one (from scratch or from a supervised encoder)")
+    variants = variants | {"base"}
+    if not variants & set(ZIPFORMER_VARIANTS):
+      variants.add("zipformer")
+  return variants
+
+
+def apply_study(c: ml_collections.ConfigDict, variants: set) -> None:
+  """The study's recipe on top of the base sizes and the Zipformer (docs/models.md and docs/objectives.md list what
+  still differs). Each value names its source: [DIG] the paper, [CODE] the Auden toolkit's recipe, [INF] inferred.
+
+  study_init: 200k steps from a supervised encoder: pass --config.model_init=PATH (an export or workdir of an
+  AudioSet tagger with the same encoder, e.g. trained with configs/tagging.py:base,zipformer). The paper's init
+  runs also start the text side from public BERT-base / BART-base checkpoints; pretraining here starts the text side
+  from random weights (pretrained text sides are loaded for LiT only, docs/evaluation.md)."""
+  chosen = variants & set(STUDY_VARIANTS)
+  if not chosen:
+    return
+  c.total_steps = STUDY_INIT_STEPS if "study_init" in chosen else STUDY_SCRATCH_STEPS   # [DIG]
+  # 640 s of audio per GPU x 8 GPUs [DIG] = ~512 ten-second clips; duration-bucketed in the toolkit (lhotse
+  # DynamicBucketingSampler, [CODE]). Here: a fixed count of 10 s crops with the same audio per step.
+  c.batch_size = int(STUDY_BATCH_SECONDS // 10)
+  c.data.crop_seconds = 10.0
+  opt = c.optimizer
+  opt.name = "scaled_adam"          # [CODE] ScaledAdam, settings optimizer.scaled_adam (the toolkit's defaults)
+  opt.learning_rate = 0.045         # [CODE] base lr
+  opt.clip_norm = opt.clip_relative = 0.0   # ScaledAdam clips by itself: 2 x the median norm [CODE]
+  opt.schedule = "eden2"            # [CODE] infinite muxed data with lr_steps_per_epoch 0 -> Eden2 (lr_batches
+                                    # 7500, warmup 500 batches from 0.5: optimizer.eden)
+  opt.average_period = 200          # [CODE] running average of the parameters every 200 steps; export --averaged
+  for part in ("audio", "text", "decoder"):
+    if part in c.model:
+      c.model[part].dtype = "float32"   # [DIG] V100s, [CODE] use_fp16 False (bfloat16 is faster on TPU/GPU)
+  if "decoder" in c.model:
+    # [CODE] nn.TransformerDecoder(norm_first=False, bias=False), 8 heads (BART-base: 12)
+    c.model.decoder.update(norm="post", use_bias=False, num_heads=8)
+
+
 def apply_tiny(c: ml_collections.ConfigDict) -> None:
   """Seconds on a laptop CPU: tiny towers, short crops, small batches, the demo corpus (`make demo` builds it)."""
   c.data.corpus_dir = DEMO_CORPUS

@@ -23,11 +23,11 @@ from alp_jax.models import hybrid
 
 
 VARIANTS = ("tiny", "demo", "small", "base", "sigmoid", "sigmoid_chunked", "learnable_temperature",
-            "ar_only") + common.ZIPFORMER_VARIANTS   # zipformer*: the audio encoder, through clap.py
+            "ar_only") + common.ZIPFORMER_VARIANTS + common.STUDY_VARIANTS   # zipformer*: the audio encoder, through clap.py
 
 
 def get_config(arg=None) -> ml_collections.ConfigDict:
-  variants = common.parse_variants(arg, VARIANTS, __file__)
+  variants = common.study_variants(common.parse_variants(arg, VARIANTS, __file__))
   contrastive = clap.get_config(",".join(v for v in variants if v in clap.VARIANTS))
   captioning = cappa.get_config(",".join(v for v in variants if v in cappa.VARIANTS))
   c, towers = contrastive, contrastive.model   # keep the towers' settings: c.model is replaced next
