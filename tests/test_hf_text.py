@@ -218,3 +218,45 @@ def test_bart_decoder_logits_equal_transformers(folders):
                      decoder_attention_mask=torch.as_tensor(mask, dtype=torch.long),
                      encoder_outputs=(torch.as_tensor(np.array(frames)),)).logits.numpy()  # (B,L,V) hf ids
   np.testing.assert_allclose(logits[mask], want[..., tok.our_to_hf][mask], rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.slow
+def test_lit_with_a_pretrained_decoder_trains_only_its_cross_attention(tmp_path, encoder_dir):
+  """lit.train_text_side with a BART folder: the trainer loads the checkpoint (train/text_init.py), the run reads
+  captions with its tokenizer.json, and after 3 steps every decoder parameter but the cross-attention (and the new
+  audio projection) is still the checkpoint's, bit for bit; the run decodes captions."""
+  from conftest import write_caption_task
+  from alp_jax.evaluate import lit
+  from alp_jax.evaluate import run_model
+  from alp_jax.train import runs
+  task = write_caption_task(tmp_path / "task", clips=24)
+  bart = tiny_hf_text.write_bart(tmp_path / "bart", tiny_hf_text.task_captions(task), width=32, layers=2, heads=4,
+                                 vocab_size=300, seed=2)
+  workdir = lit.train_text_side(encoder_dir, task, tmp_path / "run", config_spec="configs/cappa.py:tiny", steps=3,
+                                batch_size=8, decoder_checkpoint=bart, log=None,
+                                overrides={"data.num_threads": 2, "tensorboard": False, "mesh.num_devices": 1,
+                                           "peak_flops_per_device": 1e9})
+  config, _, state, _ = runs.restore(workdir)
+  assert config.model.decoder.pretrained == str(bart) and config.model.decoder.pretrained_arch.d_model == 32
+  assert config.loss.parallel_fraction == 0.0 and tuple(config.optimizer.frozen) == (
+      lit.FROZEN + lit.PRETRAINED_DECODER_FROZEN)
+  tok = runs.tokenizer(workdir, config, log=None)
+  assert tok.sha1 == tokenizer_lib.Tokenizer(bart / "tokenizer.json").sha1
+  want = hf_bart.load_params(bart, hf_bart.architecture(bart), tok.our_to_hf)
+  got = {"/".join(freeze.leaf_path(k)[1:]): np.asarray(v)
+         for k, v in jax.tree_util.tree_flatten_with_path(jax.device_get(state["params"]))[0]
+         if freeze.leaf_path(k)[0] == "decoder"}
+  trained = {k for k in want if "/cross_attention" in k}
+  for key, value in want.items():
+    if key in trained:
+      assert not np.array_equal(got[key], value), key
+    else:
+      np.testing.assert_array_equal(got[key], value, err_msg=key)
+  model = run_model.RunModel.from_workdir(workdir)
+  assert type(model.decoder).__name__ == "HfBartDecoder"
+  frames = [np.random.default_rng(0).standard_normal((8, model.encoder.output_dim)).astype(np.float32)]
+  [caption] = model.generate(frames)   # cached greedy decoding through the run's tokenizer.json
+  assert isinstance(caption, str)
+  texts = ["a high pitched tone", "a deep steady hum"]
+  scores = model.log_likelihoods(frames, texts)
+  assert scores.shape == (1, 2) and np.all(np.isfinite(scores)) and np.all(scores < 0)
