@@ -178,6 +178,28 @@ def test_only_cross_attention_and_the_audio_projection_train(folders):
     freeze.frozen_mask(params, ("decoder", "!decoder/blocks/*/cross_attn"))
 
 
+def test_lit_config_takes_the_checkpoints_and_refuses_what_cannot_work(folders, encoder_dir, tmp_path):
+  from alp_jax.evaluate import lit
+  bert, bart = folders
+  kw = dict(steps=3, batch_size=8, seed=0)
+  config = lit.lit_config(encoder_dir, tmp_path, config_spec="configs/cappa.py:tiny", decoder_checkpoint=bart, **kw)
+  assert config.model.decoder.pretrained == str(bart) and config.data.tokenizer == str(bart / "tokenizer.json")
+  assert config.loss.parallel_fraction == 0.0
+  assert tuple(config.optimizer.frozen) == ("audio_encoder",) + lit.PRETRAINED_DECODER_FROZEN
+  config = lit.lit_config(encoder_dir, tmp_path, config_spec="configs/clap.py:tiny", text_checkpoint=bert, **kw)
+  assert config.model.text.pretrained == str(bert) and tuple(config.optimizer.frozen) == ("audio_encoder",)
+  with pytest.raises(ValueError, match="has no caption decoder"):
+    lit.lit_config(encoder_dir, tmp_path, config_spec="configs/clap.py:tiny", decoder_checkpoint=bart, **kw)
+  with pytest.raises(ValueError, match="different tokenizers.*two LiT runs"):
+    lit.lit_config(encoder_dir, tmp_path, config_spec="configs/hybrid.py:tiny", text_checkpoint=bert,
+                   decoder_checkpoint=bart, **kw)
+  bare = tmp_path / "bare"
+  shutil.copytree(bert, bare)
+  (bare / "tokenizer.json").unlink()
+  with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+    lit.lit_config(encoder_dir, tmp_path, config_spec="configs/clap.py:tiny", text_checkpoint=bare, **kw)
+
+
 def _transformers():
   return pytest.importorskip("transformers", reason="the reference comparison needs the hf-reference extra "
                                                     "(pip install -e .[hf-reference])")
