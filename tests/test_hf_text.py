@@ -186,6 +186,12 @@ def test_lit_config_takes_the_checkpoints_and_refuses_what_cannot_work(folders, 
   assert config.model.decoder.pretrained == str(bart) and config.data.tokenizer == str(bart / "tokenizer.json")
   assert config.loss.parallel_fraction == 0.0
   assert tuple(config.optimizer.frozen) == ("audio_encoder",) + lit.PRETRAINED_DECODER_FROZEN
+  # A decoder as wide as the encoder's frames needs no audio projection, so the rules do not name one.
+  width = lit._audio_width(config.model.audio)
+  assert width != 32
+  wide = tiny_hf_text.write_bart(tmp_path / "wide", CAPTIONS, width=width, layers=1, heads=4, vocab_size=300)
+  config = lit.lit_config(encoder_dir, tmp_path, config_spec="configs/cappa.py:tiny", decoder_checkpoint=wide, **kw)
+  assert "!decoder/audio_projection" not in config.optimizer.frozen and "decoder" in config.optimizer.frozen
   config = lit.lit_config(encoder_dir, tmp_path, config_spec="configs/clap.py:tiny", text_checkpoint=bert, **kw)
   assert config.model.text.pretrained == str(bert) and tuple(config.optimizer.frozen) == ("audio_encoder",)
   with pytest.raises(ValueError, match="has no caption decoder"):

@@ -38,20 +38,29 @@ from pathlib import Path
 from typing import Callable
 
 import ml_collections
+from flax import nnx
 
 from alp_jax import encoder_api
 from alp_jax import models
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.models import encoders
+from alp_jax.models import hf_bart
 from alp_jax.train import runs
 from alp_jax.train import trainer
 
 FROZEN = ("audio_encoder",)
 # The study's sister paper: a pretrained decoder with only its cross-attention tuned (train/freeze.py rules; the
-# audio projection is new, so it trains too). A pretrained text encoder is fine-tuned whole.
+# audio projection, new when the encoder is not as wide as the decoder, trains too). A pretrained text encoder is
+# fine-tuned whole.
 PRETRAINED_DECODER_FROZEN = ("decoder", "!decoder/blocks/*/cross_attention", "!decoder/blocks/*/cross_attention_norm",
                              "!decoder/audio_projection")
+
+
+def _audio_width(audio_cfg: ml_collections.ConfigDict) -> int:
+  """The width of the encoder's frames (an abstract build: no weights, no compilation)."""
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: encoders.encoder_from_config(audio_cfg, rngs=nnx.Rngs(0))).output_dim
 LIT_FILE = "lit.json"
 MANIFEST_FILE = "train_manifest.jsonl"
 CORPUS_DIR = "corpus"
@@ -122,7 +131,9 @@ def lit_config(encoder_dir: Path, corpus_dir: Path, *, config_spec: str, steps: 
                        f"configs/hybrid.py (both, when they share one tokenizer.json)")
     config.model[field].pretrained = str(Path(folder).absolute())
     if field == "decoder":
-      config.optimizer.frozen = FROZEN + PRETRAINED_DECODER_FROZEN
+      same_width = _audio_width(config.model.audio) == hf_bart.architecture(folder)["d_model"]
+      config.optimizer.frozen = FROZEN + tuple(
+          n for n in PRETRAINED_DECODER_FROZEN if not (same_width and n == "!decoder/audio_projection"))
       if "parallel_fraction" in config.loss:
         config.loss.parallel_fraction = 0.0   # a pretrained BART decoder is autoregressive
   folders = [Path(f).absolute() for f in pretrained.values() if f]
