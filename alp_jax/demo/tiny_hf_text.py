@@ -50,8 +50,9 @@ def bart_tokenizer(captions: list[str], vocab_size: int):
   tok = Tokenizer(models.BPE())
   tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
   tok.decoder = decoders.ByteLevel()
-  tok.train_from_iterator(captions, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BART_SPECIALS), show_progress=False,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BART_SPECIALS), show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(captions, trainer)
   tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), add_prefix_space=False)
   return tok
 

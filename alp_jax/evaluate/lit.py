@@ -23,10 +23,11 @@ own captions (our addition). The study's recipe starts it from pretrained checkp
                       decoder_checkpoint=BART_DIR)
 BERT_DIR is a BertModel folder (fine-tuned whole), BART_DIR a BART folder whose decoder trains only its
 cross-attention (PRETRAINED_DECODER_FROZEN, autoregressive rows only); each brings its tokenizer.json, which
-replaces the sentencepiece tokenizer (models/hf_bert.py, hf_bart.py, data/hf_tokenizer.py). Whatever the config says about the audio side is replaced by the exported encoder's own
-settings (encoder_config.json: config.model.audio, config.frontend, crop_seconds), so shapes match; the
-encoder's weights are loaded with config.model_init and frozen with config.optimizer.frozen=("audio_encoder",):
-bit-identical after training, run in evaluation mode (no SpecAugment, no dropout), no backward pass through it.
+replaces the sentencepiece tokenizer (models/hf_bert.py, hf_bart.py, data/hf_tokenizer.py).
+Whatever the config says about the audio side is replaced by the exported encoder's own settings
+(encoder_config.json: config.model.audio, config.frontend, crop_seconds), so shapes match; the encoder's weights
+are loaded with config.model_init and frozen with config.optimizer.frozen=("audio_encoder",): bit-identical after
+training, run in evaluation mode (no SpecAugment, no dropout), no backward pass through it.
 Everything is seeded (`seed`: parameter init, data order, caption choice): the same call gives the same run.
 """
 from __future__ import annotations
@@ -50,6 +51,9 @@ from alp_jax.train import runs
 from alp_jax.train import trainer
 
 FROZEN = ("audio_encoder",)
+LIT_FILE = "lit.json"
+MANIFEST_FILE = "train_manifest.jsonl"
+CORPUS_DIR = "corpus"
 # The study's sister paper: a pretrained decoder with only its cross-attention tuned (train/freeze.py rules; the
 # audio projection, new when the encoder is not as wide as the decoder, trains too). A pretrained text encoder is
 # fine-tuned whole.
@@ -61,9 +65,6 @@ def _audio_width(audio_cfg: ml_collections.ConfigDict) -> int:
   """The width of the encoder's frames (an abstract build: no weights, no compilation)."""
   with nnx.use_eager_sharding(False):
     return nnx.eval_shape(lambda: encoders.encoder_from_config(audio_cfg, rngs=nnx.Rngs(0))).output_dim
-LIT_FILE = "lit.json"
-MANIFEST_FILE = "train_manifest.jsonl"
-CORPUS_DIR = "corpus"
 
 
 def normalise_manifest(task_dir: Path, out: Path) -> int:
