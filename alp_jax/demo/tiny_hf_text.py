@@ -11,8 +11,10 @@ project cannot download.
 
 DIR gets what `save_pretrained` writes: config.json, model.safetensors (float32, the tensor names of
 `transformers`), tokenizer.json: a WordPiece tokenizer with BERT's normaliser and [CLS]/[SEP] template (bert), or
-a byte-level BPE with <s>/</s> (bart), trained on the captions with the `tokenizers` library. Layer-norm weights
-are random too, so a wrong mapping of any tensor changes the outputs (tests/test_hf_text.py).
+a byte-level BPE with <s>/</s> (bart), trained on the captions with the `tokenizers` library. `--init hf` (the
+CLI's default) draws the weights as `transformers` initialises a new model; `init="spread"` (the functions' default,
+for tests) uses larger weights and random layer norms, so a wrong mapping of any tensor changes the outputs
+(tests/test_hf_text.py).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 # remap (hf_tokenizer.HfTokenizer.our_to_hf).
 BERT_SPECIALS = ("[PAD]", "[MASK]", "[CLS]", "[UNK]", "[SEP]")
 BART_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
+INITS = ("hf", "spread")
 
 
 def bert_tokenizer(captions: list[str], vocab_size: int):
@@ -57,14 +60,25 @@ def bart_tokenizer(captions: list[str], vocab_size: int):
   return tok
 
 
-def _linear(rng, prefix: str, out_dim: int, in_dim: int, tensors: dict) -> None:
-  tensors[prefix + ".weight"] = rng.normal(0, 0.02 * 8, (out_dim, in_dim)).astype(np.float32)
-  tensors[prefix + ".bias"] = rng.normal(0, 0.02, (out_dim,)).astype(np.float32)
+class _Init:
+  """Random tensors: "hf" = what `transformers` initialises (normal(0, 0.02) weights, zero biases, unit
+  LayerNorms); "spread" = larger weights and random LayerNorms, so a mis-mapped tensor shows in a test."""
 
+  def __init__(self, kind: str, seed: int):
+    if kind not in INITS:
+      raise ValueError(f"unknown init {kind!r}; choose from {INITS}")
+    self.spread, self.rng = kind == "spread", np.random.default_rng(seed)
 
-def _norm(rng, prefix: str, width: int, tensors: dict) -> None:
-  tensors[prefix + ".weight"] = (1.0 + rng.normal(0, 0.1, (width,))).astype(np.float32)
-  tensors[prefix + ".bias"] = rng.normal(0, 0.1, (width,)).astype(np.float32)
+  def normal(self, shape, std_spread: float, std_hf: float = 0.02) -> np.ndarray:
+    return self.rng.normal(0, std_spread if self.spread else std_hf, shape).astype(np.float32)
+
+  def linear(self, prefix: str, out_dim: int, in_dim: int, tensors: dict) -> None:
+    tensors[prefix + ".weight"] = self.normal((out_dim, in_dim), 0.16)
+    tensors[prefix + ".bias"] = self.normal((out_dim,), 0.02, 0.0)
+
+  def norm(self, prefix: str, width: int, tensors: dict) -> None:
+    tensors[prefix + ".weight"] = 1.0 + self.normal((width,), 0.1, 0.0)
+    tensors[prefix + ".bias"] = self.normal((width,), 0.1, 0.0)
 
 
 def _save(out: Path, config: dict, tensors: dict, tok) -> Path:
@@ -80,9 +94,9 @@ def _save(out: Path, config: dict, tensors: dict, tok) -> Path:
 
 
 def write_bert(out, captions: list[str], *, width: int = 32, layers: int = 2, heads: int = 4, mlp: int | None = None,
-               max_positions: int = 64, vocab_size: int = 200, seed: int = 0) -> Path:
-  """A random BertModel folder (tokenizer trained on `captions`)."""
-  rng = np.random.default_rng(seed)
+               max_positions: int = 64, vocab_size: int = 200, seed: int = 0, init: str = "spread") -> Path:
+  """A random BertModel folder (tokenizer trained on `captions`; `init` as in _Init)."""
+  rng = _Init(init, seed)
   tok = bert_tokenizer(captions, vocab_size)
   vocab, mlp = tok.get_vocab_size(), mlp or 4 * width
   config = {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": vocab, "hidden_size": width,
@@ -92,27 +106,28 @@ def write_bert(out, captions: list[str], *, width: int = 32, layers: int = 2, he
             "layer_norm_eps": 1e-12, "pad_token_id": tok.token_to_id("[PAD]"),
             "position_embedding_type": "absolute", "use_cache": True, "_note": "random weights, NOT pretrained"}
   t: dict[str, np.ndarray] = {}
-  t["embeddings.word_embeddings.weight"] = rng.normal(0, 0.5, (vocab, width)).astype(np.float32)
-  t["embeddings.position_embeddings.weight"] = rng.normal(0, 0.5, (max_positions, width)).astype(np.float32)
-  t["embeddings.token_type_embeddings.weight"] = rng.normal(0, 0.5, (2, width)).astype(np.float32)
-  _norm(rng, "embeddings.LayerNorm", width, t)
+  t["embeddings.word_embeddings.weight"] = rng.normal((vocab, width), 0.5)
+  t["embeddings.position_embeddings.weight"] = rng.normal((max_positions, width), 0.5)
+  t["embeddings.token_type_embeddings.weight"] = rng.normal((2, width), 0.5)
+  rng.norm("embeddings.LayerNorm", width, t)
   for i in range(layers):
     p = f"encoder.layer.{i}."
     for name in ("query", "key", "value"):
-      _linear(rng, p + "attention.self." + name, width, width, t)
-    _linear(rng, p + "attention.output.dense", width, width, t)
-    _norm(rng, p + "attention.output.LayerNorm", width, t)
-    _linear(rng, p + "intermediate.dense", mlp, width, t)
-    _linear(rng, p + "output.dense", width, mlp, t)
-    _norm(rng, p + "output.LayerNorm", width, t)
-  _linear(rng, "pooler.dense", width, width, t)
+      rng.linear(p + "attention.self." + name, width, width, t)
+    rng.linear(p + "attention.output.dense", width, width, t)
+    rng.norm(p + "attention.output.LayerNorm", width, t)
+    rng.linear(p + "intermediate.dense", mlp, width, t)
+    rng.linear(p + "output.dense", width, mlp, t)
+    rng.norm(p + "output.LayerNorm", width, t)
+  rng.linear("pooler.dense", width, width, t)
   return _save(Path(out), config, t, tok)
 
 
 def write_bart(out, captions: list[str], *, width: int = 32, layers: int = 2, heads: int = 4, mlp: int | None = None,
-               max_positions: int = 64, vocab_size: int = 300, seed: int = 0) -> Path:
-  """A random BartForConditionalGeneration folder (encoder and decoder; tokenizer trained on `captions`)."""
-  rng = np.random.default_rng(seed)
+               max_positions: int = 64, vocab_size: int = 300, seed: int = 0, init: str = "spread") -> Path:
+  """A random BartForConditionalGeneration folder (encoder and decoder; tokenizer trained on `captions`; `init` as
+  in _Init)."""
+  rng = _Init(init, seed)
   tok = bart_tokenizer(captions, vocab_size)
   vocab, mlp = tok.get_vocab_size(), mlp or 4 * width
   config = {"architectures": ["BartForConditionalGeneration"], "model_type": "bart", "vocab_size": vocab,
@@ -124,22 +139,22 @@ def write_bart(out, captions: list[str], *, width: int = 32, layers: int = 2, he
             "decoder_start_token_id": 2, "forced_eos_token_id": 2, "is_encoder_decoder": True,
             "tie_word_embeddings": True, "use_cache": True, "_note": "random weights, NOT pretrained"}
   t: dict[str, np.ndarray] = {}
-  t["model.shared.weight"] = rng.normal(0, 0.5, (vocab, width)).astype(np.float32)
-  t["final_logits_bias"] = rng.normal(0, 0.1, (1, vocab)).astype(np.float32)
+  t["model.shared.weight"] = rng.normal((vocab, width), 0.5)
+  t["final_logits_bias"] = rng.normal((1, vocab), 0.1, 0.0)
   for side in ("encoder", "decoder"):
     p = f"model.{side}."
-    t[p + "embed_positions.weight"] = rng.normal(0, 0.5, (max_positions + 2, width)).astype(np.float32)
-    _norm(rng, p + "layernorm_embedding", width, t)
+    t[p + "embed_positions.weight"] = rng.normal((max_positions + 2, width), 0.5)
+    rng.norm(p + "layernorm_embedding", width, t)
     for i in range(layers):
       q = f"{p}layers.{i}."
       attentions = ("self_attn",) + (("encoder_attn",) if side == "decoder" else ())
       for attn in attentions:
         for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-          _linear(rng, f"{q}{attn}.{name}", width, width, t)
-        _norm(rng, f"{q}{attn}_layer_norm", width, t)
-      _linear(rng, q + "fc1", mlp, width, t)
-      _linear(rng, q + "fc2", width, mlp, t)
-      _norm(rng, q + "final_layer_norm", width, t)
+          rng.linear(f"{q}{attn}.{name}", width, width, t)
+        rng.norm(f"{q}{attn}_layer_norm", width, t)
+      rng.linear(q + "fc1", mlp, width, t)
+      rng.linear(q + "fc2", width, mlp, t)
+      rng.norm(q + "final_layer_norm", width, t)
   return _save(Path(out), config, t, tok)
 
 
@@ -165,6 +180,8 @@ def main(argv=None) -> int:
   parser.add_argument("--heads", type=int, default=4)
   parser.add_argument("--vocab-size", type=int, default=1000)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--init", choices=INITS, default="hf",
+                      help="hf: transformers' initialisation (default); spread: larger random weights (tests)")
   args = parser.parse_args(argv)
   captions = task_captions(args.task_dir)
   if not captions:
@@ -172,8 +189,9 @@ def main(argv=None) -> int:
     return 2
   write = write_bert if args.kind == "bert" else write_bart
   out = write(args.out, captions, width=args.width, layers=args.layers, heads=args.heads,
-              vocab_size=args.vocab_size, max_positions=128, seed=args.seed)
-  print(f"[tiny_hf_text] wrote a RANDOM (not pretrained) {args.kind.upper()} checkpoint, width {args.width}, "
+              vocab_size=args.vocab_size, max_positions=128, seed=args.seed, init=args.init)
+  print(f"[tiny_hf_text] wrote a RANDOM (not pretrained, {args.init} init) {args.kind.upper()} checkpoint, "
+        f"width {args.width}, "
         f"{args.layers} layers, tokenizer trained on {len(captions)} captions: {out}")
   return 0
 
