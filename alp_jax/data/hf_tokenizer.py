@@ -4,7 +4,7 @@
   tokens, mask = tok.encode_padded(["a dog barks"], 16)  # our ids: caption, EOS, PAD
   tok.our_to_hf                                          # (V,) the checkpoint id of each of our ids
 
-Our ids put PAD, UNK, BOS, EOS at 0..3 (alp_jax/data/tokenizer.py); here they are the checkpoint's pad token,
+Our ids put PAD, UNK, BOS, EOS at 0..3 (alp_jax/data/caption_ids.py); here they are the checkpoint's pad token,
 unknown token, and the two tokens its post-processor puts around a sentence (BERT: [CLS] ... [SEP]; BART /
 RoBERTa: <s> ... </s>). Every other id keeps its order after them, so `our_to_hf` is a permutation of the
 vocabulary and the models reorder their embedding rows once at load (hf_checkpoint.vocab_rows). Captions are
@@ -24,8 +24,9 @@ import os
 import numpy as np
 from etils import epath
 
-from alp_jax.data import tokenizer as tokenizer_lib
-from alp_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from tokenizers import Tokenizer as RustTokenizer
+
+from alp_jax.data.caption_ids import BOS_ID, EOS_ID, PAD_ID, pad_caption
 
 PAD_NAMES, UNK_NAMES = ("[PAD]", "<pad>"), ("[UNK]", "<unk>")
 
@@ -75,11 +76,11 @@ def special_tokens(spec: dict, where: str) -> dict[str, str]:
   return found
 
 
-class HfTokenizer(tokenizer_lib.Tokenizer):
-  """tokenizer.json through the `tokenizers` library, with ids remapped to ours (see the module docstring)."""
+class HfTokenizer:
+  """tokenizer.json through the `tokenizers` library, with ids remapped to ours (see the module docstring); the
+  interface of tokenizer.Tokenizer (path, sha1, vocab_size, encode, encode_padded, decode)."""
 
   def __init__(self, model_path: str | os.PathLike):
-    from tokenizers import Tokenizer as RustTokenizer
     model_path = os.fspath(model_path)
     self.path = model_path
     raw = epath.Path(model_path).read_bytes()
@@ -113,10 +114,10 @@ class HfTokenizer(tokenizer_lib.Tokenizer):
     return self.hf_to_our[self.hf.encode(text, add_special_tokens=False).ids].tolist()
 
   def encode_padded(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> tokens int32 (N, max_len), mask bool (N, max_len), as `Tokenizer.encode_padded`."""
+    """-> tokens int32 (N, max_len), mask bool (N, max_len): each row is `pad_caption(encode(text), max_len)`."""
     tokens = np.full((len(texts), max_len), PAD_ID, np.int32)
     for i, encoding in enumerate(self.hf.encode_batch(list(texts), add_special_tokens=False)):
-      tokens[i] = tokenizer_lib.pad_caption(self.hf_to_our[encoding.ids].tolist(), max_len)
+      tokens[i] = pad_caption(self.hf_to_our[encoding.ids].tolist(), max_len)
     return tokens, tokens != PAD_ID
 
   def decode(self, ids) -> str:

@@ -27,9 +27,9 @@ import numpy as np
 import sentencepiece as spm
 from etils import epath
 
-from alp_jax.data import caption_lengths
+from alp_jax.data import hf_tokenizer
+from alp_jax.data.caption_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID, pad_caption  # noqa: F401  (re-exported)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILE = "tokenizer.model"
 
 
@@ -39,8 +39,7 @@ class Tokenizer:
 
   def __new__(cls, model_path: str | os.PathLike):
     if cls is Tokenizer and _is_json(model_path):
-      from alp_jax.data.hf_tokenizer import HfTokenizer   # the `tokenizers` library only when it is needed
-      return super().__new__(HfTokenizer)
+      return hf_tokenizer.HfTokenizer(model_path)   # not a Tokenizer: __init__ below is not run for it
     return super().__new__(cls)
 
   def __init__(self, model_path: str | os.PathLike):
@@ -89,19 +88,6 @@ def _is_json(model_path: str | os.PathLike) -> bool:
     return False
   with path.open("rb") as f:
     return f.read(64).lstrip()[:1] == b"{"
-
-
-def pad_caption(ids: list[int], max_len: int) -> np.ndarray:
-  """(max_len,) int32: the caption's ids, EOS, then PAD; a caption that does not fit with its EOS is cut to its
-  first max_len ids and gets no EOS, so the decoder never learns to stop where a long caption was cut.
-
-  The mask (ids != PAD) then ends at the last kept token, and so does the caption loss (caption_decoder.py).
-  `caption_lengths.truncated(len(ids), max_len)` says which captions lose their EOS.
-  """
-  row = np.full((max_len,), PAD_ID, np.int32)
-  kept = list(ids[:max_len]) if caption_lengths.truncated(len(ids), max_len) else list(ids) + [EOS_ID]
-  row[:len(kept)] = kept
-  return row
 
 
 def train(corpus_dir: str | os.PathLike, *, vocab_size: int = 8000, model_type: str = "unigram",
