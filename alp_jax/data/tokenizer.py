@@ -3,8 +3,14 @@
   python -m alp_jax.data.tokenizer --corpus DIR [--vocab-size N] [--model-type unigram|bpe]
 
 Reads DIR/captions.txt (written by prepare) and writes DIR/tokenizer.model (+ .vocab). Any sentencepiece model
-(a local file or gs://...) can be loaded instead with `Tokenizer(path)`; its special ids must match the ones below
-or be remapped. Ids: PAD=0, UNK=1, BOS=2, EOS=3. Text is NFKC-normalised and case-folded.
+(a local file or gs://...) can be loaded instead with `Tokenizer(path)`; its special ids must match the ones below.
+Ids: PAD=0, UNK=1, BOS=2, EOS=3. Text is NFKC-normalised and case-folded.
+
+`Tokenizer(path)` also reads a Hugging Face `tokenizer.json` (WordPiece, BPE, ... through the `tokenizers`
+library), the tokenizer of a pretrained text side (alp_jax/models/hf_bert.py, hf_bart.py): it is told apart by its
+content (JSON), so the data pipeline and a run's copy (WORKDIR/tokenizer.model, whatever its format) need nothing
+else. Its ids are remapped (`HfTokenizer`): the checkpoint's pad, unk, BOS ([CLS] / <s>) and EOS ([SEP] / </s>)
+become 0..3, every other id keeps its order after them; the model loaders reorder the embedding rows to match.
 
 Which tokenizer a data config uses is one rule, `path_for(data_cfg)`: data.tokenizer if set, else
 CORPUS_DIR/tokenizer.model. A training run keeps its own copy (alp_jax.train.runs).
@@ -21,15 +27,20 @@ import numpy as np
 import sentencepiece as spm
 from etils import epath
 
-from alp_jax.data import caption_lengths
+from alp_jax.data import hf_tokenizer
+from alp_jax.data.caption_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID, pad_caption  # noqa: F401  (re-exported)
 
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 MODEL_FILE = "tokenizer.model"
 
 
 class Tokenizer:
   """Thin wrapper fixing our id conventions: captions become tokens + EOS, padded with PAD (a caption too long for
-  its EOS is cut without one: `pad_caption`)."""
+  its EOS is cut without one: `pad_caption`). A tokenizer.json path gives an `HfTokenizer` (same interface)."""
+
+  def __new__(cls, model_path: str | os.PathLike):
+    if cls is Tokenizer and _is_json(model_path):
+      return hf_tokenizer.HfTokenizer(model_path)   # not a Tokenizer: __init__ below is not run for it
+    return super().__new__(cls)
 
   def __init__(self, model_path: str | os.PathLike):
     model_path = os.fspath(model_path)
@@ -70,17 +81,13 @@ class Tokenizer:
     return self.sp.decode(out)
 
 
-def pad_caption(ids: list[int], max_len: int) -> np.ndarray:
-  """(max_len,) int32: the caption's ids, EOS, then PAD; a caption that does not fit with its EOS is cut to its
-  first max_len ids and gets no EOS, so the decoder never learns to stop where a long caption was cut.
-
-  The mask (ids != PAD) then ends at the last kept token, and so does the caption loss (caption_decoder.py).
-  `caption_lengths.truncated(len(ids), max_len)` says which captions lose their EOS.
-  """
-  row = np.full((max_len,), PAD_ID, np.int32)
-  kept = list(ids[:max_len]) if caption_lengths.truncated(len(ids), max_len) else list(ids) + [EOS_ID]
-  row[:len(kept)] = kept
-  return row
+def _is_json(model_path: str | os.PathLike) -> bool:
+  """Whether the file holds JSON (a Hugging Face tokenizer.json) rather than a sentencepiece model (protobuf)."""
+  path = epath.Path(os.fspath(model_path))
+  if not path.is_file():
+    return False
+  with path.open("rb") as f:
+    return f.read(64).lstrip()[:1] == b"{"
 
 
 def train(corpus_dir: str | os.PathLike, *, vocab_size: int = 8000, model_type: str = "unigram",

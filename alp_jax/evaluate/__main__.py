@@ -4,6 +4,7 @@
                              | --baseline logmel-stats)
       --task-dir DIR [--task-dir DIR ...] [--suite NAME[,NAME...]] [--pooling mean|attention|both]
       --out results.json [--seed 0] [--cache-dir DIR] [--beam-sizes 1,4] [--lit-config CONFIG --lit-steps N]
+      [--lit-text-checkpoint BERT_DIR] [--lit-decoder-checkpoint BART_DIR]
       [--layer last|K|patch] [--sed-resamples 100]
 
 --encoder      an exported encoder (python -m alp_jax.export).
@@ -172,6 +173,7 @@ def options_from_args(args, out: Path) -> ml_collections.ConfigDict:
       "beam_sizes": tuple(int(b) for b in args.beam_sizes.split(",") if b.strip()),
       "lit_config": args.lit_config, "lit_steps": args.lit_steps, "lit_batch_size": args.lit_batch_size,
       "lit_dir": args.lit_dir or str(out.parent / f"{out.stem}_lit"),
+      "lit_text_checkpoint": args.lit_text_checkpoint, "lit_decoder_checkpoint": args.lit_decoder_checkpoint,
       "sed_resamples": args.sed_resamples,
   })
 
@@ -209,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--lit-steps", type=int, default=400, help="LiT: training steps per caption task")
   parser.add_argument("--lit-batch-size", type=int, default=32, help="LiT: global batch (a multiple of devices)")
   parser.add_argument("--lit-dir", default=None, help="LiT: where its runs go (default: next to --out)")
+  parser.add_argument("--lit-text-checkpoint", default=None,
+                      help="LiT: a local Hugging Face BertModel folder the text tower starts from (the study's "
+                           "recipe; with a --lit-config that has a text tower)")
+  parser.add_argument("--lit-decoder-checkpoint", default=None,
+                      help="LiT: a local Hugging Face BART folder the decoder starts from; only its cross-attention "
+                           "trains (with a --lit-config that has a caption decoder)")
   parser.add_argument("--sed-resamples", type=int, default=sed_metrics.INTERVAL_RESAMPLES,
                       help="SED: bootstrap resamples of the PSDS1/F1 intervals (0: none; each rebuilds the PSD-ROC)")
   args = parser.parse_args(argv)

@@ -15,10 +15,19 @@ it defaults to the task's folder name, "id" to the audio path). Into WORKDIR it 
 
 The model is `configs/hybrid.py:tiny` by default, so one run yields both a contrastive text encoder (retrieval)
 and a caption decoder (captioning); `configs/clap.py:...` (two towers) or `configs/cappa.py:...` (captioner)
-train one of them. Whatever the config says about the audio side is replaced by the exported encoder's own
-settings (encoder_config.json: config.model.audio, config.frontend, crop_seconds), so shapes match; the
-encoder's weights are loaded with config.model_init and frozen with config.optimizer.frozen=("audio_encoder",):
-bit-identical after training, run in evaluation mode (no SpecAugment, no dropout), no backward pass through it.
+train one of them. By default the text side starts from random weights with a tokenizer trained on the task's
+own captions (our addition). The study's recipe starts it from pretrained checkpoints, local Hugging Face folders
+(nothing is downloaded):
+  lit.train_text_side(ENC_DIR, TASK_DIR, WORKDIR, config_spec="configs/clap.py:tiny", text_checkpoint=BERT_DIR)
+  lit.train_text_side(ENC_DIR, TASK_DIR, WORKDIR, config_spec="configs/cappa.py:tiny",
+                      decoder_checkpoint=BART_DIR)
+BERT_DIR is a BertModel folder (fine-tuned whole), BART_DIR a BART folder whose decoder trains only its
+cross-attention (PRETRAINED_DECODER_FROZEN, autoregressive rows only); each brings its tokenizer.json, which
+replaces the sentencepiece tokenizer (models/hf_bert.py, hf_bart.py, data/hf_tokenizer.py).
+Whatever the config says about the audio side is replaced by the exported encoder's own settings
+(encoder_config.json: config.model.audio, config.frontend, crop_seconds), so shapes match; the encoder's weights
+are loaded with config.model_init and frozen with config.optimizer.frozen=("audio_encoder",): bit-identical after
+training, run in evaluation mode (no SpecAugment, no dropout), no backward pass through it.
 Everything is seeded (`seed`: parameter init, data order, caption choice): the same call gives the same run.
 """
 from __future__ import annotations
@@ -30,12 +39,14 @@ from pathlib import Path
 from typing import Callable
 
 import ml_collections
+from flax import nnx
 
 from alp_jax import encoder_api
 from alp_jax import models
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib
 from alp_jax.models import encoders
+from alp_jax.models import hf_bart
 from alp_jax.train import runs
 from alp_jax.train import trainer
 
@@ -43,6 +54,17 @@ FROZEN = ("audio_encoder",)
 LIT_FILE = "lit.json"
 MANIFEST_FILE = "train_manifest.jsonl"
 CORPUS_DIR = "corpus"
+# The study's sister paper: a pretrained decoder with only its cross-attention tuned (train/freeze.py rules; the
+# audio projection, new when the encoder is not as wide as the decoder, trains too). A pretrained text encoder is
+# fine-tuned whole.
+PRETRAINED_DECODER_FROZEN = ("decoder", "!decoder/blocks/*/cross_attention", "!decoder/blocks/*/cross_attention_norm",
+                             "!decoder/audio_projection")
+
+
+def _audio_width(audio_cfg: ml_collections.ConfigDict) -> int:
+  """The width of the encoder's frames (an abstract build: no weights, no compilation)."""
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: encoders.encoder_from_config(audio_cfg, rngs=nnx.Rngs(0))).output_dim
 
 
 def normalise_manifest(task_dir: Path, out: Path) -> int:
@@ -77,8 +99,10 @@ def normalise_manifest(task_dir: Path, out: Path) -> int:
 
 
 def lit_config(encoder_dir: Path, corpus_dir: Path, *, config_spec: str, steps: int, batch_size: int, seed: int,
-               learning_rate: float | None = None) -> ml_collections.ConfigDict:
-  """The training config: `config_spec` with the exported encoder's audio settings, frozen and loaded."""
+               learning_rate: float | None = None, text_checkpoint: str | None = None,
+               decoder_checkpoint: str | None = None) -> ml_collections.ConfigDict:
+  """The training config: `config_spec` with the exported encoder's audio settings, frozen and loaded; with
+  pretrained text sides (Hugging Face folders), their checkpoints, their tokenizer and the study's freezing."""
   meta = encoder_api.read_meta(encoder_dir)
   config = runs.load_config(config_spec)
   if "audio" not in config.model:
@@ -97,6 +121,34 @@ def lit_config(encoder_dir: Path, corpus_dir: Path, *, config_spec: str, steps: 
   config.seed = seed
   config.model_init = str(encoder_dir)
   config.optimizer.frozen = FROZEN
+  pretrained = {"text": text_checkpoint, "decoder": decoder_checkpoint}
+  for field, folder in pretrained.items():
+    if not folder:
+      continue
+    if field not in config.model:
+      part = "text encoder" if field == "text" else "caption decoder"
+      raise ValueError(f"{config_spec}: model {config.model.name!r} has no {part} for the pretrained checkpoint "
+                       f"{folder}; use configs/clap.py (text encoder), configs/cappa.py (decoder) or "
+                       f"configs/hybrid.py (both, when they share one tokenizer.json)")
+    config.model[field].pretrained = str(Path(folder).absolute())
+    if field == "decoder":
+      same_width = _audio_width(config.model.audio) == hf_bart.architecture(folder)["d_model"]
+      config.optimizer.frozen = FROZEN + tuple(
+          n for n in PRETRAINED_DECODER_FROZEN if not (same_width and n == "!decoder/audio_projection"))
+      if "parallel_fraction" in config.loss:
+        config.loss.parallel_fraction = 0.0   # a pretrained BART decoder is autoregressive
+  folders = [Path(f).absolute() for f in pretrained.values() if f]
+  if folders:
+    tokenizers = [f / "tokenizer.json" for f in folders]
+    for path in tokenizers:
+      if not path.is_file():
+        raise FileNotFoundError(f"{path.parent}: no tokenizer.json; a pretrained text side is read with its own "
+                                f"tokenizer (the tokenizer.json saved with the checkpoint)")
+    if len({p.read_bytes() for p in tokenizers}) > 1:
+      raise ValueError(f"{folders[0]} and {folders[1]} have different tokenizers, and a run reads captions with one; "
+                       f"train retrieval (configs/clap.py + the text checkpoint) and captioning (configs/cappa.py + "
+                       f"the decoder checkpoint) as two LiT runs")
+    config.data.tokenizer = str(tokenizers[0])
   config.optimizer.frozen_eval_mode = True
   if learning_rate is not None:
     config.optimizer.learning_rate = learning_rate
@@ -126,6 +178,8 @@ def _finished_run(workdir: Path, request: dict) -> dict | None:
 def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike, workdir: str | os.PathLike, *,
                     config_spec: str = "configs/hybrid.py:tiny", steps: int = 400, batch_size: int = 32,
                     learning_rate: float | None = None, seed: int = 0, vocab_size: int = 8000,
+                    text_checkpoint: str | os.PathLike | None = None,
+                    decoder_checkpoint: str | os.PathLike | None = None,
                     overrides: dict | None = None, log: Callable[[str], None] | None = print) -> Path:
   """Trains the text side of `config_spec` on TASK_DIR/train.jsonl with the encoder at `encoder_dir` frozen.
 
@@ -138,7 +192,12 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
     steps, batch_size, learning_rate: training length, global batch (a multiple of the device count) and peak
       learning rate (None: the config's).
     seed: parameter init, data order and caption choice.
-    vocab_size: sentencepiece vocabulary trained on the train captions (shrinks on a small task).
+    vocab_size: sentencepiece vocabulary trained on the train captions (shrinks on a small task); not used with a
+      pretrained text side, which brings its own tokenizer.json.
+    text_checkpoint: a local Hugging Face BertModel folder: the text tower starts from it and is fine-tuned (the
+      study's recipe); None: a random-init text tower (our addition).
+    decoder_checkpoint: a local Hugging Face BART folder: the decoder starts from it and only its cross-attention
+      (and the new audio projection) trains, autoregressive only (the study's sister paper); None: random init.
     overrides: {"dotted.field": value} applied to the config last (e.g. {"optimizer.warmup_steps": 50}).
     log: progress lines (None: quiet); the trainer prints its own progress lines.
   Returns:
@@ -153,7 +212,9 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
   encoder_api.read_meta(encoder_dir)  # a clear error before any work
   request = {"encoder_dir": str(encoder_dir), "task_dir": str(task_dir), "config_spec": config_spec,
              "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "seed": seed,
-             "vocab_size": vocab_size, "overrides": json.loads(json.dumps(overrides or {}, default=str))}
+             "vocab_size": vocab_size, "overrides": json.loads(json.dumps(overrides or {}, default=str)),
+             "text_checkpoint": text_checkpoint and str(Path(text_checkpoint).absolute()),
+             "decoder_checkpoint": decoder_checkpoint and str(Path(decoder_checkpoint).absolute())}
   finished = _finished_run(workdir, request)
   if finished is not None:
     say(f"[lit] {workdir} already holds this run, finished at step {finished['final_step']}; nothing to do")
@@ -171,13 +232,17 @@ def train_text_side(encoder_dir: str | os.PathLike, task_dir: str | os.PathLike,
   if corpus["clips"] == 0:
     raise ValueError(f"{task_dir}/train.jsonl: no usable clip (see {corpus_dir}/bad_records.jsonl)")
   tokenizer_path = corpus_dir / tokenizer_lib.MODEL_FILE
-  if corpus["reused"] and tokenizer_path.exists():
+  if text_checkpoint or decoder_checkpoint:
+    say(f"[lit] pretrained text side: {', '.join(str(p) for p in (text_checkpoint, decoder_checkpoint) if p)} "
+        f"(its own tokenizer.json)")
+  elif corpus["reused"] and tokenizer_path.exists():
     say(f"[lit] reusing {tokenizer_path}")
   else:
     tokenizer_lib.train(corpus_dir, vocab_size=vocab_size, quiet=log is None)
 
   config = lit_config(encoder_dir, corpus_dir, config_spec=config_spec, steps=steps, batch_size=batch_size,
-                      seed=seed, learning_rate=learning_rate)
+                      seed=seed, learning_rate=learning_rate, text_checkpoint=request["text_checkpoint"],
+                      decoder_checkpoint=request["decoder_checkpoint"])
   for key, value in (overrides or {}).items():
     node = config
     *parents, last = key.split(".")

@@ -453,6 +453,11 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.remat_policy = "none"
   cfg.attention_impl = "einsum"  # einsum (CPU) | dot_product_attention (fused on GPU)
   cfg.dtype = "float32"  # compute dtype; "bfloat16" on accelerators (params stay float32)
+  # A local Hugging Face BART folder (config.json, model.safetensors, tokenizer.json): the decoder is then that
+  # checkpoint's (alp_jax/models/hf_bart.py), loaded at the first start of training; size, depth, num_heads,
+  # positions, tie_embeddings, dropout and scan_layers above are the checkpoint's. "" = this module's decoder.
+  cfg.pretrained = ""
+  cfg.pretrained_arch = ml_collections.ConfigDict()  # filled from the folder's config.json (train/text_init.py)
   return cfg
 
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax.models import audio_encoder, caption_decoder, decoding, encoders
+from alp_jax.models import audio_encoder, caption_decoder, decoding, encoders, text_sides
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -41,7 +41,7 @@ class Captioner(nnx.Module):
     encoders.check_frontend_matches_encoder(config)
     self.frontend_cfg = ml_collections.FrozenConfigDict(config.frontend)
     self.audio_encoder = encoders.encoder_from_config(model_cfg.audio, rngs=rngs)
-    self.decoder = caption_decoder.decoder_from_config(
+    self.decoder = text_sides.decoder_from_config(
         model_cfg.decoder, vocab_size=model_cfg.vocab_size,
         audio_width=self.audio_encoder.output_dim, rngs=rngs)
 

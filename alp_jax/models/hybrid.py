@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax.models import caption_decoder, encoders, heads, two_towers
+from alp_jax.models import caption_decoder, encoders, heads, text_sides, two_towers
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -37,7 +37,7 @@ class Hybrid(nnx.Module):
 
   def __init__(self, config: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
     self.towers = two_towers.TwoTowers(config, rngs=rngs)
-    self.decoder = caption_decoder.decoder_from_config(
+    self.decoder = text_sides.decoder_from_config(
         config.model.decoder, vocab_size=config.model.vocab_size,
         audio_width=self.towers.audio_encoder.output_dim, rngs=rngs)
 

@@ -50,10 +50,12 @@ def partitioned_param(rngs: nnx.Rngs, initializer: Callable[..., jax.Array], nam
 
 
 def layer_norm(width: int, *, rngs: nnx.Rngs, dtype: Any = jnp.float32,
-               param_dtype: Any = jnp.float32, use_bias: bool = True) -> nnx.LayerNorm:
-  """LayerNorm over the last axis with ("embed",)-annotated scale and (unless use_bias=False) bias."""
+               param_dtype: Any = jnp.float32, use_bias: bool = True,
+               epsilon: float = 1e-6) -> nnx.LayerNorm:
+  """LayerNorm over the last axis with ("embed",)-annotated scale and (unless use_bias=False) bias
+  (BERT's epsilon is 1e-12, BART's 1e-5)."""
   return nnx.LayerNorm(
-      width, epsilon=1e-6, dtype=dtype, param_dtype=param_dtype, use_bias=use_bias,
+      width, epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, use_bias=use_bias,
       scale_init=nnx.with_partitioning(nnx.initializers.ones_init(), ("embed",)),
       bias_init=nnx.with_partitioning(nnx.initializers.zeros_init(), ("embed",)),
       rngs=rngs)

@@ -31,6 +31,12 @@ def default_config() -> ml_collections.ConfigDict:
   cfg.remat_policy = "none"
   cfg.attention_impl = "einsum"
   cfg.dtype = "float32"
+  # A local Hugging Face BertModel folder (config.json, model.safetensors, tokenizer.json): the text tower is then
+  # that checkpoint's BERT (alp_jax/models/hf_bert.py), loaded at the first start of training; size, max_tokens,
+  # dropout and scan_layers above are the checkpoint's. "" = this module's encoder, random init (our addition;
+  # the study starts from bert-base-uncased).
+  cfg.pretrained = ""
+  cfg.pretrained_arch = ml_collections.ConfigDict()  # filled from the folder's config.json (train/text_init.py)
   return cfg
 
 

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from alp_jax.models import audio_encoder, encoders, heads, sizes, text_encoder
+from alp_jax.models import audio_encoder, encoders, heads, sizes, text_encoder, text_sides
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,8 +62,8 @@ class TwoTowers(nnx.Module):
       raise ValueError(f"unknown audio_pooling {self.audio_pooling!r}; "
                        f"choose from {heads.AUDIO_POOLINGS}")
     self.audio_encoder = encoders.encoder_from_config(model_cfg.audio, rngs=rngs)
-    self.text_encoder = text_encoder.TextEncoder(model_cfg.text, vocab_size=model_cfg.vocab_size,
-                                                 rngs=rngs)
+    self.text_encoder = text_sides.text_encoder_from_config(model_cfg.text, vocab_size=model_cfg.vocab_size,
+                                                            rngs=rngs)
     self.audio_head = heads.ProjectionHead(self.audio_encoder.output_dim, model_cfg.head,
                                            rngs=rngs,
                                            dtype=sizes.compute_dtype(model_cfg.audio.dtype))

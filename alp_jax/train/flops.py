@@ -100,14 +100,17 @@ def breakdown(config: ml_collections.ConfigDict) -> dict[str, float]:
   text_tokens = int(config.data.max_caption_tokens)
   batch = int(config.batch_size)
   frozen = freeze.names(config.optimizer.get("frozen", ()))
-  tie = bool(config.model.get("decoder", {}).get("tie_embeddings", False))
+  frozen_flags = jax.tree.leaves(freeze.frozen_mask(params, frozen)) if frozen else None
+  decoder_cfg = config.model.get("decoder", {})
+  # A pretrained (BART) decoder's output projection is its token embedding (alp_jax/models/hf_bart.py).
+  tie = bool(decoder_cfg.get("tie_embeddings", False) or decoder_cfg.get("pretrained", ""))
   parts: dict[str, float] = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+  for i, (path, leaf) in enumerate(jax.tree_util.tree_flatten_with_path(params)[0]):
     name = _path_name(path)
     shape = tuple(getattr(leaf, "shape", ()))
     names = name.split("/")
     part = next(p for p in names if p != "towers").removesuffix("_kernel").removesuffix("_bias")
-    factor = 1.0 if any(name.startswith(f + "/") or name == f for f in frozen) else BACKWARD_FACTOR
+    factor = 1.0 if frozen_flags is not None and frozen_flags[i] else BACKWARD_FACTOR
     flops = 0.0
     if _is_kernel(name, shape):
       flops += 2.0 * math.prod(shape) * _tokens_for(name, config, audio_frames, text_tokens)

@@ -6,8 +6,14 @@
 A name is a path prefix in the model's parameter tree, parts joined by "/": a top-level attribute
 ("audio_encoder", "decoder") or a deeper one ("towers/audio_encoder"). A bare name that is not at the
 top level but names exactly one nested module is resolved to it, so "audio_encoder" also means the
-hybrid's "towers/audio_encoder". An unknown or ambiguous name is an error that lists the model's
-top-level attributes.
+hybrid's "towers/audio_encoder". A part "*" matches any one part ("decoder/blocks/*/mlp"), and a name
+that starts with "!" is an exception: what it names stays trainable inside a frozen group, e.g. the
+study's LiT captioning recipe (a pretrained decoder with only its cross-attention tuned):
+
+  config.optimizer.frozen = ("audio_encoder", "decoder", "!decoder/blocks/*/cross_attention",
+                             "!decoder/blocks/*/cross_attention_norm", "!decoder/audio_projection")
+
+An unknown or ambiguous name is an error that lists the model's top-level attributes.
 
 What freezing does (every piece is needed for "exactly unchanged"):
 - optimizer (optimizer.make_optimizer): frozen leaves go through optax.set_to_zero inside a
@@ -49,31 +55,40 @@ def names(frozen) -> tuple[str, ...]:
   return tuple(n.strip().strip("/") for n in frozen if n and n.strip().strip("/"))
 
 
-def resolve(paths: Sequence[tuple[str, ...]], frozen) -> tuple[tuple[str, ...], ...]:
-  """Frozen names -> path prefixes that each match at least one parameter; ValueError otherwise."""
-  prefixes = []
+def _matches(path: tuple[str, ...], pattern: tuple[str, ...]) -> bool:
+  """Whether `pattern` ("*" = any one part) is a prefix of `path`."""
+  return len(path) >= len(pattern) and all(w in ("*", p) for p, w in zip(path, pattern))
+
+
+def resolve(paths: Sequence[tuple[str, ...]], frozen) -> tuple[tuple[tuple[str, ...], bool], ...]:
+  """Frozen names -> (path pattern, is_exception) rules that each match at least one parameter; ValueError
+  otherwise."""
+  rules = []
   top = sorted({p[0] for p in paths if p})
   for name in names(frozen):
-    want = tuple(name.split("/"))
-    if any(p[:len(want)] == want for p in paths):
-      prefixes.append(want)
+    exception = name.startswith("!")
+    want = tuple(name.lstrip("!").strip("/").split("/"))
+    if any(_matches(p, want) for p in paths):
+      rules.append((want, exception))
       continue
     # A bare or partial name below the top level: the unique module path that ends with it.
     nested = sorted({p[:i + len(want)] for p in paths for i in range(1, len(p) - len(want) + 1)
-                     if p[i:i + len(want)] == want})
+                     if _matches(p[i:], want)})
     if len(nested) == 1:
-      prefixes.append(nested[0])
+      rules.append((nested[0], exception))
       continue
     where = (f"it matches several nested modules ({', '.join('/'.join(n) for n in nested[:6])}); name one"
              if nested else "no parameter lives under it")
     raise ValueError(f"config.optimizer.frozen: unknown parameter group {name!r}: {where}. The model's "
                      f"top-level attributes are {top}; use one of them or a path below one, parts joined by "
                      f"'/' (e.g. {top[0] + '/...' if top else 'audio_encoder'})")
-  return tuple(prefixes)
+  return tuple(rules)
 
 
-def _is_frozen(path: tuple[str, ...], prefixes) -> bool:
-  return any(path[:len(p)] == p for p in prefixes)
+def _is_frozen(path: tuple[str, ...], rules) -> bool:
+  """Frozen: some name covers the path and no exception ("!name") does."""
+  return (any(_matches(path, p) for p, exception in rules if not exception)
+          and not any(_matches(path, p) for p, exception in rules if exception))
 
 
 def frozen_mask(params, frozen) -> Any:

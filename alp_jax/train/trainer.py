@@ -41,6 +41,7 @@ from alp_jax.train import preemption as preemption_lib
 from alp_jax.train import runs
 from alp_jax.train import state as state_lib
 from alp_jax.train import step as step_lib
+from alp_jax.train import text_init
 
 
 class NonFiniteLossError(RuntimeError):
@@ -91,6 +92,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
         config.data.tokenizer = os.fspath(branch[0] / runs.TOKENIZER_FILE)
   runs.start_tokenizer(workdir, config, log=_log)
   runs.set_data_sizes(config)
+  text_init.configure(config)   # a pretrained text side: its architecture into config.json, its tokenizer checked
   changed = runs.check_resume(workdir, config)   # a resume with another config is refused here, before any write
   if branch:
     branch_lib.check(config, *branch)   # the trunk's config but for the total steps; the same schedule until the fork
@@ -158,6 +160,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     if config.get("model_init"):
       state = encoder_init.load_into_state(state, config.model_init, mesh)
       _log(f"[train] audio encoder initialised from {config.model_init}")
+    state, lines = text_init.load_into_state(state, config)
+    for line in lines:
+      _log(f"[train] {line}")
     start_step = 0
   # Metrics logged past the restored step (a crash after the last checkpoint) are dropped: each step once.
   writer = metrics_lib.MetricWriter(workdir, tensorboard=config.get("tensorboard", True), resume_step=start_step)

@@ -5,10 +5,12 @@ carry the methods "lit_retrieval", "lit_retrieval_likelihood", "lit_greedy", ...
 
   python -m alp_jax.evaluate (--encoder ENC | --workdir RUN | --random-init ...) --task-dir CAPTION_TASK --suite lit
       [--lit-config configs/hybrid.py:tiny] [--lit-steps 400] [--lit-batch-size 32] [--lit-dir DIR]
+      [--lit-text-checkpoint BERT_DIR] [--lit-decoder-checkpoint BART_DIR]   # pretrained text sides (HF folders)
   config.evaluators.lit = ConfigDict(type="lit", task_dirs=(DIR, ...), lit_dir=DIR, lit_steps=..., every=N)
 
 Options (eval_cfg): lit_config, lit_steps, lit_batch_size, lit_dir (where the LiT runs go; required), seed,
-beam_sizes. Needs only an audio encoder: an exported one is used as is, any other (a run's, random init) is saved
+beam_sizes, lit_text_checkpoint / lit_decoder_checkpoint (local Hugging Face BERT / BART folders: the study's
+pretrained text sides; see alp_jax/evaluate/lit.py). Needs only an audio encoder: an exported one is used as is, any other (a run's, random init) is saved
 to LIT_DIR/encoder first.
 """
 from __future__ import annotations
@@ -39,6 +41,8 @@ class LitEvaluator(evaluator.Evaluator):
     self.batch_size = int(eval_cfg.get("lit_batch_size", 32))
     self.seed = int(eval_cfg.get("seed", 0))
     self.lit_dir = eval_cfg.get("lit_dir")
+    self.text_checkpoint = eval_cfg.get("lit_text_checkpoint") or None
+    self.decoder_checkpoint = eval_cfg.get("lit_decoder_checkpoint") or None
     self.text_side = ml_collections.ConfigDict({"beam_sizes": tuple(eval_cfg.get("beam_sizes", (1,)))})
     self.runs: list[dict] = []
     self._calls = 0   # rows() calls so far: each in-training run gets its own folder
@@ -67,7 +71,8 @@ class LitEvaluator(evaluator.Evaluator):
       workdir = root / Path(task.directory).name
       t0 = time.time()
       lit.train_text_side(encoder_dir, task.directory, workdir, config_spec=self.config_spec, steps=self.steps,
-                          batch_size=self.batch_size, seed=self.seed, log=self.log)
+                          batch_size=self.batch_size, seed=self.seed, text_checkpoint=self.text_checkpoint,
+                          decoder_checkpoint=self.decoder_checkpoint, log=self.log)
       text_side = run_model_lib.RunModel.from_workdir(workdir)
       for scorer in scorers:
         if scorer.unmet(text_side.capabilities, (evaluator.CAPTION,)) is None:
@@ -76,6 +81,7 @@ class LitEvaluator(evaluator.Evaluator):
       self.runs.append({"task": Path(task.directory).name, "workdir": str(workdir), "config": self.config_spec,
                         "steps": self.steps, "batch_size": self.batch_size, "model": text_side.kind,
                         "frozen": list(text_side.config.optimizer.get("frozen", ())),
+                        "text_checkpoint": self.text_checkpoint, "decoder_checkpoint": self.decoder_checkpoint,
                         "seconds": round(time.time() - t0, 1)})
     return rows
 
