@@ -19,7 +19,7 @@ processes agree on the bucket (the compiled shape) of every step. Epoch e:
   1. each source s contributes q_s = round(w_s x N) visits (N = visits of all sources, w = mixture weights), the
      next q_s of its endless stream of shuffled passes (a pass = a permutation of its visits, seeded by (seed, s,
      pass)); with one source, or weights proportional to the visit counts, every visit appears exactly once;
-  2. the epoch's visits are shuffled (seed, e) and grouped by bucket (stable, so the shuffled order is kept);
+  2. the epoch's visits are shuffled (seed, e) and grouped by bucket (one sort by bucket + a uniform draw);
   3. each bucket is cut into batches of rows_k; its last batch is filled with padded rows (visit -1) rather than
      dropped, so no clip is lost;
   4. the epoch's batches are put in a random order (seed, e).
@@ -92,6 +92,7 @@ class EpochPlanner:
     self._lock = threading.Lock()
     self._epoch_starts = [0]          # global batch index where epoch e starts (grows as epochs are planned)
     self._plans: dict[int, list[tuple[int, np.ndarray]]] = {}
+    self._same_epochs: int | None = None   # batches per epoch when every epoch holds each visit once
 
   def locate(self, visit: int) -> tuple[int, int]:
     source = int(np.searchsorted(self.offsets, visit, side="right") - 1)
@@ -113,15 +114,29 @@ class EpochPlanner:
 
   def _plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
     rng = np.random.default_rng([self.seed, 29, epoch])
-    visits = rng.permutation(self.epoch_visits(epoch))
-    visits = visits[np.argsort(self.buckets[visits], kind="stable")]
+    visits = self.epoch_visits(epoch)
+    # Shuffled, then grouped by bucket, in one sort: key = bucket + a uniform draw in [0, 1).
+    keys = self.buckets[visits] + rng.random(len(visits))
+    order = np.argsort(keys)
+    visits, keys = visits[order], keys[order]
+    bounds = np.searchsorted(keys, np.arange(len(self.shapes) + 1))
     batches = []
     for k, shape in enumerate(self.shapes):
-      members = visits[self.buckets[visits] == k]
+      members = visits[bounds[k]:bounds[k + 1]]
       padded = np.full(math.ceil(len(members) / shape.rows) * shape.rows, PADDING, np.int64)
       padded[:len(members)] = members
       batches += [(k, rows) for rows in padded.reshape(-1, shape.rows)]
     return [batches[j] for j in rng.permutation(len(batches))]
+
+  def _count(self, epoch: int) -> int:
+    """Batches of `epoch` without planning it (a resume far into a run counts every earlier epoch)."""
+    if self._same_epochs is not None and epoch > 0:
+      return self._same_epochs
+    per_bucket = np.bincount(self.buckets[self.epoch_visits(epoch)], minlength=len(self.shapes))
+    n = int(sum(math.ceil(c / s.rows) for c, s in zip(per_bucket, self.shapes)))
+    if np.array_equal(self.quota, self.counts):   # every epoch holds every visit once: the same count
+      self._same_epochs = n
+    return n
 
   def plan(self, epoch: int) -> list[tuple[int, np.ndarray]]:
     """The global batches of `epoch` in order, each (bucket k, (rows_k,) visit ids; PADDING for padded rows)."""
@@ -144,10 +159,10 @@ class EpochPlanner:
       e = int(np.searchsorted(starts, i, side="right") - 1)
       if e < len(starts) - 1:
         return e
-      n = len(self.plan(len(starts) - 1))   # plan the next epoch to learn where the one after starts
+      n = self._count(len(starts) - 1)   # count the next epoch's batches to learn where the one after starts
       with self._lock:
         if len(self._epoch_starts) == len(starts):
           self._epoch_starts.append(starts[-1] + n)
 
   def batches_in_epoch(self, epoch: int) -> int:
-    return len(self.plan(epoch))
+    return self._count(epoch)
