@@ -6,14 +6,12 @@ import json
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alp_jax import losses, models, objectives
-from alp_jax.data import buckets
 from alp_jax.data import pipeline
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib

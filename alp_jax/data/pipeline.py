@@ -13,6 +13,12 @@ Host batch (numpy), B = global batch / process count, S = crop_seconds * 16000, 
   source int32 (B,) | clip_key int64 (B,) = source index * 2**40 + record index (identifies the clip)
   with data.label_task: labels float32 (B, C) multi-hot | label_weight float32 (B,)
 `batch_spec` states this schema once (the trainer compiles against it).
+
+Duration buckets (data.batch_seconds > 0, `bucketed_train_dataset`): instead of B x crop_seconds, each global batch
+holds at most batch_seconds of real audio in one of a few fixed shapes (rows_k, bucket_seconds[k] x 16000), planned
+globally by alp_jax/data/buckets.py so every process reads its slice of the same batch; `batch_specs` lists the
+shapes (the trainer compiles each once). Padded rows have audio_mask all False (objectives.row_mask), no caption
+tokens, label_weight 0, source and clip_key -1. docs/data.md "Training batches" has the details.
 """
 from __future__ import annotations
 

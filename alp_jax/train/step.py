@@ -21,6 +21,9 @@ the step count n a multiple of P, params_avg = params_avg * (1 - P/n) + params *
 mean of the parameters after steps P, 2P, ..., kP (each standing for P steps). Between those steps it is left
 alone (lax.cond: no work). The average is float32 like the parameters (icefall keeps float64 on rank 0).
 
+Padded rows (duration-bucketed batches) are found by objectives.row_mask on the whole batch in both paths and take
+no part in any term (alp_jax/objectives.py).
+
 Frozen parameter groups (config.optimizer.frozen, train/freeze.py): gradients are taken w.r.t. the trainable
 leaves only (no backward pass through a wholly frozen encoder) and frozen leaves keep their exact values.
 """

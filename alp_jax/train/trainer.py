@@ -3,8 +3,10 @@
   python -m alp_jax.train --config configs/clap.py:tiny --workdir DIR [--config.field=value ...]
 
 Sections, top to bottom: distributed init, mesh, data, model + sharding, update step, checkpoint (resume),
-evaluators, loop. Restarting with the same workdir resumes exactly (parameters, optimizer, step, RNG and the
-grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py).
+evaluators, loop. The step compiles once per batch shape: one, or one per duration bucket (data.batch_seconds;
+docs/data.md), each step running the executable of its batch's shape. Restarting with the same workdir resumes
+exactly (parameters, optimizer, step, RNG and the grain iterator position, with the run's own copy of its
+tokenizer: alp_jax/train/runs.py).
 Preemption: SIGTERM on any process (one host of a pod, or all) stops every process at the same step
 (alp_jax/train/preemption.py), all save that step together, and the command exits with status 75
 (preemption.PREEMPTED_EXIT_CODE, EX_TEMPFAIL: "saved; start me again with the same workdir"; train() returns
@@ -205,27 +207,31 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Update step: compiled once per batch shape (one, or one per duration bucket), state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
   peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
+  unrolled_step = None
+  if scanned:  # the compiler counts a scanned layer once: count FLOPs on an unrolled lowering instead
+    unrolled = config.copy_and_resolve_references()
+    for k in scanned:
+      unrolled.model[k].scan_layers = False
+    g2, a2, s2 = state_lib.state_shardings(unrolled, mesh, tx)
+    unrolled_step = (step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2),
+                     ckpt_lib.abstract_with_shardings(a2, s2))
   compiled, step_cost = {}, {}   # global audio shape -> executable; -> (XLA FLOPs per device, analytic FLOPs)
   for spec in batch_specs:
     key = spec["audio"].shape
     with jax.set_mesh(mesh):
       compiled[key] = train_step.lower(state, spec).compile()
     flops = perf.compiled_flops(compiled[key])
-    if scanned:  # the compiler counts a scanned layer once: count FLOPs on an unrolled lowering instead
-      unrolled = config.copy_and_resolve_references()
-      for k in scanned:
-        unrolled.model[k].scan_layers = False
-      g2, a2, s2 = state_lib.state_shardings(unrolled, mesh, tx)
-      step2 = step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2)
+    if unrolled_step:
       with jax.set_mesh(mesh):
-        flops = perf.lowered_flops(step2.lower(ckpt_lib.abstract_with_shardings(a2, s2), spec)) / mesh.size
+        flops = perf.lowered_flops(unrolled_step[0].lower(unrolled_step[1], spec)) / mesh.size
     model_flops = flops_lib.step_flops(shape_config(config, spec))
     step_cost[key] = (flops, model_flops)
-    shape = (f"batch {key[0]} x {key[1] / pipeline.SAMPLE_RATE:g} s: " if len(batch_specs) > 1 else "")
+    shape = f"batch {key[0]} x {key[1] / pipeline.SAMPLE_RATE:g} s: " if len(batch_specs) > 1 else ""
     _log(perf.memory_summary(compiled[key]) + (f" ({shape.rstrip(': ')})" if shape else ""))
     _log(f"[train] step: {shape}{flops * mesh.size / 1e9:.1f} GFLOP by XLA ({flops / 1e9:.2f} per device), "
          f"{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic), device matmul peak {peak / 1e9:.0f} GFLOP/s"
-         if flops else f"[train] step: {shape}{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
+         if flops else
+         f"[train] step: {shape}{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
   # compute.json's per-step figures: the fixed shape's, or the largest bucket's (totals count each step's own)
   flops, model_flops = max(step_cost.values(), key=lambda c: c[1])
   ledger = compute_lib.Ledger(workdir, source_names=pipeline.source_names(config.data), batch_size=config.batch_size,
