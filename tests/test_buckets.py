@@ -3,6 +3,7 @@ the same global batches on any process layout, exact resume, padded rows that co
 compute ledger), and a short bucketed run of the trainer on 8 devices."""
 import collections
 import json
+import pickle
 
 import jax
 import jax.numpy as jnp
@@ -112,6 +113,8 @@ def test_same_global_batches_on_any_process_layout_and_exact_resume(corpus):
     for k, v in single[i].items():
       np.testing.assert_array_equal(joined[k], v, err_msg=k)
       np.testing.assert_array_equal(from_iter[k], v, err_msg=k)
+  copied = pickle.loads(pickle.dumps(single))   # as grain sends it to worker processes
+  np.testing.assert_array_equal(copied[5]["clip_key"], single[5]["clip_key"])
   it = pipeline.to_iterator(single, cfg)
   for _ in range(3):
     next(it)

@@ -94,6 +94,15 @@ class EpochPlanner:
     self._plans: dict[int, list[tuple[int, np.ndarray]]] = {}
     self._same_epochs: int | None = None   # batches per epoch when every epoch holds each visit once
 
+  def __getstate__(self):   # grain worker processes get a copy without the lock and the cached plans
+    state = dict(self.__dict__)
+    state.update(_lock=None, _plans={}, _epoch_starts=[0])
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def locate(self, visit: int) -> tuple[int, int]:
     source = int(np.searchsorted(self.offsets, visit, side="right") - 1)
     return source, int(visit - self.offsets[source])
