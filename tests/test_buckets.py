@@ -13,6 +13,7 @@ from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from alp_jax import losses, models, objectives
+from alp_jax import sharding as sharding_lib
 from alp_jax.data import pipeline
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib
@@ -224,3 +225,19 @@ def test_bucketed_training_on_8_devices(corpus, tmp_path):
   assert compute["samples"] == sum(int(b["audio_mask"].any(axis=1).sum()) for b in batches)
   seconds = sum(s["audio_seconds"] for s in compute["per_source"].values())
   np.testing.assert_allclose(seconds, sum(b["audio_mask"].sum() for b in batches) / 16000, atol=0.01)
+
+
+@pytest.mark.slow
+def test_accumulation_stays_exact_with_padded_rows(tiny_corpus_dir):
+  """grad_accum_steps=4 on a batch with padded rows gives the k=1 loss and gradients (train/step.py)."""
+  from test_accumulation import BATCH, Setup, _assert_same_gradients
+  setup = Setup("clap", tiny_corpus_dir)
+  host = pipeline.train_dataset(setup.cfg.data, BATCH)[0]
+  padded = np.arange(BATCH) % 5 == 2   # spread over micro-batches and shards
+  host["audio"][padded], host["audio_mask"][padded] = 0, False
+  host["caption_tokens"][padded], host["caption_mask"][padded] = tokenizer_lib.PAD_ID, False
+  setup.batch = sharding_lib.host_to_global(host, setup.mesh)
+  loss_1, grads_1 = setup.loss_and_grads(1)
+  loss_4, grads_4 = setup.loss_and_grads(4)
+  np.testing.assert_allclose(loss_4, loss_1, rtol=1e-5)
+  _assert_same_gradients(grads_4, grads_1)

@@ -62,7 +62,7 @@ def default_data_config() -> ml_collections.ConfigDict:
                                 # the crop of eval_dataset (validation loss)
       batch_seconds=0.0,        # > 0: training batches of at most this many seconds of real audio (global, all
                                 # processes) in duration buckets, instead of batch_size rows x crop_seconds
-                                # (study: 640 s per GPU x 8 = 5120; docs/data.md "Duration buckets")
+                                # (study: 640 s per GPU x 8 = 5120; docs/data.md "Training batches")
       bucket_seconds=(3.0, 6.0, 10.0, 15.0, 30.0),  # batch_seconds only: bucket upper edges = padded lengths, one
                                 # compiled step each; a clip longer than the last edge is cropped to it (study
                                 # toolkit: utt_max_duration 30)
