@@ -14,6 +14,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from alp_jax import losses, models, objectives
 from alp_jax import sharding as sharding_lib
+from alp_jax.data import durations
 from alp_jax.data import pipeline
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import tokenizer as tokenizer_lib
@@ -33,7 +34,7 @@ def corpus(tmp_path_factory):
   manifests = [write_manifest(root / f"{name}.jsonl", write_good_clips(root, n, name, seed, seconds))
                for seed, (name, (n, seconds)) in enumerate(sorted(CLIPS.items()))]
   out = root / "prepared"
-  prepare_lib.prepare(manifests, out, quiet=True)
+  prepare_lib.prepare(manifests, out, quiet=True, durations=durations.DurationRule(min_seconds=0.1))  # 0.4 s clips
   tokenizer_lib.train(out, vocab_size=64, quiet=True)
   return out
 
@@ -60,6 +61,7 @@ def test_shapes_budget_and_every_clip_once_per_epoch(corpus):
   assert [(s.rows, s.samples) for s in shapes] == [(8, 8000), (4, 16000), (2, 32000)]   # rows x edge <= 4 s
   allowed = {spec["audio"][0] for spec in pipeline.batch_specs(cfg, 0, row_multiple=2)}
   assert allowed == {(s.rows, s.samples) for s in shapes}
+  assert [s.name for s in pipeline.load_sources(corpus)] == sorted(CLIPS)
   expected = collections.Counter()
   for index, source in enumerate(pipeline.load_sources(corpus)):
     expected.update(index * 2**40 + r for r in range(len(source.num_samples)))
