@@ -12,6 +12,10 @@ Dimension legend:
   V  vocabulary size
   C  tagging classes
 
+Padded rows (duration-bucketed batches, data.batch_seconds): every contrastive loss and the embedding regulariser take
+an optional `valid` (B,) bool; a row with valid False is neither a positive nor a negative of any other row and
+contributes nothing to the value or the gradients; means and counts run over the valid rows only. None: all valid.
+
 Contrastive embeddings are expected L2-normalised by the caller (the towers normalise); the losses do not normalise
 again, so that a caller may deliberately pass unnormalised vectors. Under `jax.jit` with global arrays sharded on the
 batch axes, `audio @ text.T` over the global batch is exactly the study's "gathered negatives": XLA inserts the
@@ -32,7 +36,7 @@ def _f32(x: jax.Array | float) -> jax.Array:
 
 
 def contrastive_softmax(audio_emb: jax.Array, text_emb: jax.Array, temperature: Scalar,
-                        reduction: str = "mean") -> jax.Array:
+                        reduction: str = "mean", valid: jax.Array | None = None) -> jax.Array:
   """Symmetric InfoNCE over the batch: every other pair in the batch is a negative.
 
   Args:
@@ -43,16 +47,25 @@ def contrastive_softmax(audio_emb: jax.Array, text_emb: jax.Array, temperature: 
     reduction: 'mean' -> (mean_i L_a2t_i + mean_i L_t2a_i) / 2, our default, independent of B;
       'sum' -> sum_i L_a2t_i + sum_i L_t2a_i, the study toolkit's form (both directions summed over the batch,
       no halving; equals 2 B times 'mean').
+    valid: (B,) bool, False on padded rows (module docstring); B above then counts the valid rows.
 
   Returns:
     A float32 scalar.
   """
   audio_emb, text_emb = _f32(audio_emb), _f32(text_emb)
   logits = jnp.einsum("bd,cd->bc", audio_emb, text_emb) / _f32(temperature)  # (B, D) x (B, D) -> (B, B)
+  if valid is not None:
+    valid = valid.astype(bool)
+    pairs = valid[:, None] & valid[None, :]  # (B, B): padded rows and columns leave every softmax
+    logits = jnp.where(pairs, logits, jnp.finfo(jnp.float32).min)
   audio_to_text = -jnp.diagonal(jax.nn.log_softmax(logits, axis=1))  # (B,): row i against all captions
   text_to_audio = -jnp.diagonal(jax.nn.log_softmax(logits, axis=0))  # (B,): caption i against all clips
+  count = audio_emb.shape[0]
+  if valid is not None:
+    audio_to_text, text_to_audio = jnp.where(valid, audio_to_text, 0.0), jnp.where(valid, text_to_audio, 0.0)
+    count = jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
   if reduction == "mean":
-    return 0.5 * (jnp.mean(audio_to_text) + jnp.mean(text_to_audio))
+    return 0.5 * (jnp.sum(audio_to_text) + jnp.sum(text_to_audio)) / count
   if reduction == "sum":
     return jnp.sum(audio_to_text) + jnp.sum(text_to_audio)
   raise ValueError(f"contrastive_softmax: reduction must be 'mean' or 'sum', got {reduction!r}")
@@ -65,16 +78,25 @@ def _block_labels(rows: int, cols: int, positives_on_diagonal: bool) -> jax.Arra
   return -jnp.ones((rows, cols), jnp.float32)
 
 
+def _pair_weights(audio_valid: jax.Array | None, text_valid: jax.Array | None) -> jax.Array | float:
+  """(n, m) 1.0 where both rows are real, 0.0 where either is padding; 1.0 without masks."""
+  if audio_valid is None:
+    return 1.0
+  return _f32(audio_valid)[:, None] * _f32(text_valid)[None, :]
+
+
 def _sigmoid_block_loss(audio_block: jax.Array, text_block: jax.Array, temperature: jax.Array, bias: jax.Array,
-                        positives_on_diagonal: bool) -> jax.Array:
-  """Sum over one block of pairs of -log_sigmoid(label * logit)."""
+                        positives_on_diagonal: bool, audio_valid: jax.Array | None = None,
+                        text_valid: jax.Array | None = None) -> jax.Array:
+  """Sum over one block of pairs of -log_sigmoid(label * logit) (pairs with a padded row left out)."""
   logits = jnp.einsum("nd,md->nm", audio_block, text_block) / temperature + bias  # (n, D) x (m, D) -> (n, m)
   labels = _block_labels(*logits.shape, positives_on_diagonal)  # (n, m)
-  return -jnp.sum(jax.nn.log_sigmoid(labels * logits))
+  return -jnp.sum(_pair_weights(audio_valid, text_valid) * jax.nn.log_sigmoid(labels * logits))
 
 
 def _sigmoid_block_grads(audio_block: jax.Array, text_block: jax.Array, temperature: jax.Array, bias: jax.Array,
-                         positives_on_diagonal: bool, scale: jax.Array) -> tuple[jax.Array, ...]:
+                         positives_on_diagonal: bool, scale: jax.Array, audio_valid: jax.Array | None = None,
+                         text_valid: jax.Array | None = None) -> tuple[jax.Array, ...]:
   """Gradients of scale * _sigmoid_block_loss w.r.t. (audio_block, text_block, temperature, bias), by hand.
 
   d/dz [-log_sigmoid(y z)] = -y sigmoid(-y z); z = s / temperature + bias with s = a . t, so
@@ -83,7 +105,7 @@ def _sigmoid_block_grads(audio_block: jax.Array, text_block: jax.Array, temperat
   similarity = jnp.einsum("nd,md->nm", audio_block, text_block)  # (n, D) x (m, D) -> (n, m)
   logits = similarity / temperature + bias  # (n, m)
   labels = _block_labels(*logits.shape, positives_on_diagonal)  # (n, m)
-  d_logits = -scale * labels * jax.nn.sigmoid(-labels * logits)  # (n, m)
+  d_logits = -scale * _pair_weights(audio_valid, text_valid) * labels * jax.nn.sigmoid(-labels * logits)  # (n, m)
   d_audio = jnp.einsum("nm,md->nd", d_logits, text_block) / temperature  # (n, m) x (m, D) -> (n, D)
   d_text = jnp.einsum("nm,nd->md", d_logits, audio_block) / temperature  # (n, m) x (n, D) -> (m, D)
   d_temperature = -jnp.sum(d_logits * similarity) / jnp.square(temperature)
@@ -92,7 +114,7 @@ def _sigmoid_block_grads(audio_block: jax.Array, text_block: jax.Array, temperat
 
 
 def contrastive_sigmoid(audio_emb: jax.Array, text_emb: jax.Array, temperature: Scalar,
-                        bias: Scalar) -> jax.Array:
+                        bias: Scalar, valid: jax.Array | None = None) -> jax.Array:
   """SigLIP loss: an independent binary decision for every (clip, caption) pair of the batch.
 
   logits = a @ t.T / temperature + bias; labels +1 on the diagonal, -1 elsewhere;
@@ -104,17 +126,21 @@ def contrastive_sigmoid(audio_emb: jax.Array, text_emb: jax.Array, temperature: 
     text_emb: (B, D) L2-normalised caption embeddings.
     temperature: the temperature value (divides the cosine similarities).
     bias: the learnable logit bias value.
+    valid: (B,) bool, False on padded rows: only pairs of two valid rows count, and B counts the valid rows.
 
   Returns:
     A float32 scalar.
   """
   audio_emb, text_emb = _f32(audio_emb), _f32(text_emb)
-  total = _sigmoid_block_loss(audio_emb, text_emb, _f32(temperature), _f32(bias), positives_on_diagonal=True)
-  return total / audio_emb.shape[0]
+  total = _sigmoid_block_loss(audio_emb, text_emb, _f32(temperature), _f32(bias), True, valid, valid)
+  if valid is None:
+    return total / audio_emb.shape[0]
+  return total / jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
 
 
 def contrastive_sigmoid_chunked(audio_emb: jax.Array, text_emb: jax.Array, temperature: Scalar, bias: Scalar, *,
-                                mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp")) -> jax.Array:
+                                mesh: Mesh, batch_axes: Sequence[str] = ("data", "fsdp"),
+                                valid: jax.Array | None = None) -> jax.Array:
   """`contrastive_sigmoid` computed block by block around a ring of devices; same value and gradients.
 
   Forward: each device holds its own (n, D) audio and text blocks. It scores its audio against the text block it
@@ -136,6 +162,7 @@ def contrastive_sigmoid_chunked(audio_emb: jax.Array, text_emb: jax.Array, tempe
     mesh: the device mesh. Axes not in `batch_axes` (e.g. 'tensor') see replicated embeddings.
     batch_axes: mesh axes the batch is sharded over; names absent from the mesh are skipped, so ('data', 'fsdp')
       also works on a mesh with only 'data'. Size-1 axes and a 1-device mesh are fine.
+    valid: (B,) bool, False on padded rows, sharded like the embeddings; each text block travels with its mask.
 
   Returns:
     A float32 scalar, replicated.
@@ -148,53 +175,59 @@ def contrastive_sigmoid_chunked(audio_emb: jax.Array, text_emb: jax.Array, tempe
                      f"{num_shards} shards of mesh axes {axes}")
   ring = [(shard, (shard + 1) % num_shards) for shard in range(num_shards)]
   pass_on = lambda block: jax.lax.ppermute(block, axes, ring)  # to the next device; receive the previous one's
-  batch_spec, replicated = PartitionSpec(axes, None), PartitionSpec()
+  batch_spec, row_spec, replicated = PartitionSpec(axes, None), PartitionSpec(axes), PartitionSpec()
 
-  def forward_per_device(audio_block, text_block, temperature, bias):
-    total = _sigmoid_block_loss(audio_block, text_block, temperature, bias, positives_on_diagonal=True)
+  def forward_per_device(audio_block, text_block, temperature, bias, valid_block):
+    total = _sigmoid_block_loss(audio_block, text_block, temperature, bias, True, valid_block, valid_block)
 
     def negatives(_, carry):
-      text_block, total = carry
-      text_block = pass_on(text_block)  # (n, D)
-      return text_block, total + _sigmoid_block_loss(audio_block, text_block, temperature, bias, False)
+      text_block, text_valid, total = carry
+      text_block, text_valid = pass_on(text_block), pass_on(text_valid)  # (n, D), (n,)
+      return text_block, text_valid, total + _sigmoid_block_loss(audio_block, text_block, temperature, bias, False,
+                                                                 valid_block, text_valid)
 
-    _, total = jax.lax.fori_loop(0, num_shards - 1, negatives, (text_block, total))
-    return jax.lax.psum(total, axes) / global_batch
+    _, _, total = jax.lax.fori_loop(0, num_shards - 1, negatives, (text_block, valid_block, total))
+    count = jnp.maximum(jax.lax.psum(jnp.sum(valid_block), axes), 1.0)
+    return jax.lax.psum(total, axes) / count
 
-  def backward_per_device(audio_block, text_block, temperature, bias, cotangent):
-    scale = cotangent / global_batch
+  def backward_per_device(audio_block, text_block, temperature, bias, valid_block, cotangent):
+    scale = cotangent / jnp.maximum(jax.lax.psum(jnp.sum(valid_block), axes), 1.0)
     d_audio, d_text, d_temperature, d_bias = _sigmoid_block_grads(audio_block, text_block, temperature, bias,
-                                                                  True, scale)
+                                                                  True, scale, valid_block, valid_block)
 
     def negatives(_, carry):
-      text_block, d_text, d_audio, d_temperature, d_bias = carry
-      text_block, d_text = pass_on(text_block), pass_on(d_text)  # (n, D) each: a block and its gradient so far
-      grads = _sigmoid_block_grads(audio_block, text_block, temperature, bias, False, scale)
-      return (text_block, d_text + grads[1], d_audio + grads[0], d_temperature + grads[2], d_bias + grads[3])
+      text_block, text_valid, d_text, d_audio, d_temperature, d_bias = carry
+      # (n, D), (n,), (n, D): a block, its mask and its gradient so far
+      text_block, text_valid, d_text = pass_on(text_block), pass_on(text_valid), pass_on(d_text)
+      grads = _sigmoid_block_grads(audio_block, text_block, temperature, bias, False, scale, valid_block, text_valid)
+      return (text_block, text_valid, d_text + grads[1], d_audio + grads[0], d_temperature + grads[2],
+              d_bias + grads[3])
 
-    carry = (text_block, d_text, d_audio, d_temperature, d_bias)
-    _, d_text, d_audio, d_temperature, d_bias = jax.lax.fori_loop(0, num_shards - 1, negatives, carry)
+    carry = (text_block, valid_block, d_text, d_audio, d_temperature, d_bias)
+    _, _, d_text, d_audio, d_temperature, d_bias = jax.lax.fori_loop(0, num_shards - 1, negatives, carry)
     d_text = pass_on(d_text)  # after P rotations in all, each text gradient is back on its owner
     return d_audio, d_text, jax.lax.psum(d_temperature, axes), jax.lax.psum(d_bias, axes)
 
-  forward = jax.shard_map(forward_per_device, mesh=mesh, in_specs=(batch_spec, batch_spec, replicated, replicated),
-                          out_specs=replicated)
+  forward = jax.shard_map(forward_per_device, mesh=mesh,
+                          in_specs=(batch_spec, batch_spec, replicated, replicated, row_spec), out_specs=replicated)
   backward = jax.shard_map(backward_per_device, mesh=mesh,
-                           in_specs=(batch_spec, batch_spec, replicated, replicated, replicated),
+                           in_specs=(batch_spec, batch_spec, replicated, replicated, row_spec, replicated),
                            out_specs=(batch_spec, batch_spec, replicated, replicated))
 
   @jax.custom_vjp
-  def ring_loss(audio_emb, text_emb, temperature, bias):
-    return forward(audio_emb, text_emb, temperature, bias)
+  def ring_loss(audio_emb, text_emb, temperature, bias, valid):
+    return forward(audio_emb, text_emb, temperature, bias, valid)
 
-  def ring_loss_fwd(audio_emb, text_emb, temperature, bias):
-    return forward(audio_emb, text_emb, temperature, bias), (audio_emb, text_emb, temperature, bias)
+  def ring_loss_fwd(audio_emb, text_emb, temperature, bias, valid):
+    return forward(audio_emb, text_emb, temperature, bias, valid), (audio_emb, text_emb, temperature, bias, valid)
 
   def ring_loss_bwd(residuals, cotangent):
-    return backward(*residuals, cotangent)
+    *inputs, valid = residuals
+    return (*backward(*inputs, valid, cotangent), jnp.zeros_like(valid))
 
   ring_loss.defvjp(ring_loss_fwd, ring_loss_bwd)
-  return ring_loss(_f32(audio_emb), _f32(text_emb), _f32(temperature), _f32(bias))
+  valid = jnp.ones((global_batch,), jnp.float32) if valid is None else _f32(valid)
+  return ring_loss(_f32(audio_emb), _f32(text_emb), _f32(temperature), _f32(bias), valid)
 
 
 def caption_xent(logits: jax.Array, targets: jax.Array, mask: jax.Array, label_smoothing: float = 0.0,
@@ -265,13 +298,17 @@ def tagging_xent(logits: jax.Array, labels: jax.Array, weight: jax.Array, multil
   raise ValueError(f"tagging_xent: reduction must be 'mean' or 'sum_and_count', got {reduction!r}")
 
 
-def embedding_regulariser(audio_emb: jax.Array, text_emb: jax.Array) -> jax.Array:
+def embedding_regulariser(audio_emb: jax.Array, text_emb: jax.Array, valid: jax.Array | None = None) -> jax.Array:
   """The study toolkit's optional `embed_reg`: mean(|A|) / ||A||_F + mean(|T|) / ||T||_F.
 
   Computed on the global (gathered) (B, D) matrices. Each term is an L1/L2 ratio (divided by B D), a sparsity
-  measure: adding it to the loss pushes the embeddings towards fewer, larger coordinates.
+  measure: adding it to the loss pushes the embeddings towards fewer, larger coordinates. valid: (B,) bool, False
+  on padded rows, which are left out of both matrices (B then counts the valid rows).
   """
+  weights = jnp.ones((audio_emb.shape[0],), jnp.float32) if valid is None else _f32(valid)  # (B,)
+
   def term(embeddings: jax.Array) -> jax.Array:
-    embeddings = _f32(embeddings)  # (B, D)
-    return jnp.mean(jnp.abs(embeddings)) / jnp.sqrt(jnp.sum(jnp.square(embeddings)))
+    embeddings = _f32(embeddings) * weights[:, None]  # (B, D), padded rows zeroed
+    mean_abs = jnp.sum(jnp.abs(embeddings)) / (jnp.maximum(jnp.sum(weights), 1.0) * embeddings.shape[1])
+    return mean_abs / jnp.sqrt(jnp.sum(jnp.square(embeddings)))
   return term(audio_emb) + term(text_emb)

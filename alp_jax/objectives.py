@@ -3,6 +3,10 @@ validation-loss evaluator and the tests alike.
 
 Dimension letters: B batch, E joint embedding width, L caption tokens, V vocabulary, C tagging classes.
 
+Padded rows (duration-bucketed batches, data.batch_seconds) contribute nothing to any term: the contrastive term
+gets `row_mask(batch)` (no positive, no negative), a padded row has no caption tokens (caption_mask all False) and
+no label (label_weight 0), so the mean terms count none of its units.
+
 An objective is a weighted sum of loss terms. A term is one of two kinds, and its kind says how it accumulates
 exactly over micro-batches (alp_jax/train/step.py runs this generically, with no per-objective branch):
   ContrastiveTerm  a function of the whole batch's (B,E) audio and text embeddings (plus temperature and logit
@@ -57,30 +61,37 @@ def draw_parallel(rng: jax.Array | None, batch_size: int, fraction: float) -> ja
   return jnp.zeros((batch_size,), bool).at[ranks[:count]].set(True)
 
 
+def row_mask(batch: Batch) -> jax.Array:
+  """(B,) bool: the real rows of a batch. A padded row (duration-bucketed batches, data.batch_seconds) has no
+  audio at all (audio_mask all False); every real clip has at least one sample."""
+  return jnp.any(batch["audio_mask"], axis=1)
+
+
 # --- Contrastive losses: name -> (loss of embeddings, does it need the model's logit bias).
 
 @dataclasses.dataclass(frozen=True)
 class ContrastiveLoss:
-  fn: Callable[..., jax.Array]   # (audio_emb, text_emb, temperature, bias, loss_cfg, mesh) -> scalar
+  fn: Callable[..., jax.Array]   # (audio_emb, text_emb, temperature, bias, loss_cfg, mesh, valid) -> scalar
   needs_logit_bias: bool
 
 
-def _softmax(audio_emb, text_emb, temperature, bias, loss_cfg, mesh):
+def _softmax(audio_emb, text_emb, temperature, bias, loss_cfg, mesh, valid=None):
   del bias, mesh
-  return losses.contrastive_softmax(audio_emb, text_emb, temperature, reduction=loss_cfg.get("reduction", "mean"))
+  return losses.contrastive_softmax(audio_emb, text_emb, temperature, reduction=loss_cfg.get("reduction", "mean"),
+                                    valid=valid)
 
 
-def _sigmoid(audio_emb, text_emb, temperature, bias, loss_cfg, mesh):
+def _sigmoid(audio_emb, text_emb, temperature, bias, loss_cfg, mesh, valid=None):
   del loss_cfg, mesh
-  return losses.contrastive_sigmoid(audio_emb, text_emb, temperature, bias)
+  return losses.contrastive_sigmoid(audio_emb, text_emb, temperature, bias, valid=valid)
 
 
-def _sigmoid_chunked(audio_emb, text_emb, temperature, bias, loss_cfg, mesh):
+def _sigmoid_chunked(audio_emb, text_emb, temperature, bias, loss_cfg, mesh, valid=None):
   del loss_cfg
   mesh = mesh if mesh is not None else jax.sharding.get_abstract_mesh()
   if mesh is None or mesh.empty:
     raise ValueError("loss 'sigmoid_chunked' needs a mesh: pass mesh= or run under jax.set_mesh(mesh)")
-  return losses.contrastive_sigmoid_chunked(audio_emb, text_emb, temperature, bias, mesh=mesh)
+  return losses.contrastive_sigmoid_chunked(audio_emb, text_emb, temperature, bias, mesh=mesh, valid=valid)
 
 
 CONTRASTIVE_LOSSES: dict[str, ContrastiveLoss] = {
@@ -100,22 +111,25 @@ class ContrastiveTerm:
   batch_keys = CAPTION_KEYS
   needs = encoders.TEXT_TOWER
 
-  def value(self, audio_emb, text_emb, temperature, bias, mesh) -> jax.Array:
+  def value(self, audio_emb, text_emb, temperature, bias, mesh, valid=None) -> jax.Array:
+    """valid: (B,) bool, False on padded rows (`row_mask`), which take no part in the loss."""
     entry = CONTRASTIVE_LOSSES[self.loss]
     if entry.needs_logit_bias and bias is None:
       raise ValueError(f"the {self.loss!r} loss needs a logit bias, but the model has none: set "
                        f"config.model.logit_bias=True")
-    loss = entry.fn(audio_emb, text_emb, temperature, bias, self.loss_cfg, mesh)
+    loss = entry.fn(audio_emb, text_emb, temperature, bias, self.loss_cfg, mesh, valid)
     weight = self.loss_cfg.get("embedding_regulariser", 0.0)
     if weight:
-      loss = loss + weight * losses.embedding_regulariser(audio_emb, text_emb)
+      loss = loss + weight * losses.embedding_regulariser(audio_emb, text_emb, valid)
     return loss
 
   def metrics(self, out: dict[str, jax.Array], batch: Batch) -> dict[str, jax.Array]:
-    del batch
+    valid = row_mask(batch)  # (B,)
     similarities = jnp.einsum("be,ce->bc", out["audio_embedding"], out["text_embedding"])  # (B,E) x (B,E) -> (B,B)
-    a2t_top1 = jnp.mean(jnp.argmax(similarities, axis=1) == jnp.arange(similarities.shape[0]))
-    metrics = {"a2t_top1": a2t_top1.astype(jnp.float32), "temperature": out["temperature"]}
+    similarities = jnp.where(valid[None, :], similarities, -jnp.inf)  # padded captions are no candidates
+    hits = (jnp.argmax(similarities, axis=1) == jnp.arange(similarities.shape[0])) & valid
+    a2t_top1 = jnp.sum(hits, dtype=jnp.float32) / jnp.maximum(jnp.sum(valid, dtype=jnp.float32), 1.0)
+    metrics = {"a2t_top1": a2t_top1, "temperature": out["temperature"]}
     if "bias" in out:
       metrics["bias"] = out["bias"]
     return metrics
@@ -262,7 +276,7 @@ class Objective:
       if isinstance(term, ContrastiveTerm):
         if contrastive:
           values[name] = term.value(out["audio_embedding"], out["text_embedding"], out["temperature"],
-                                    out.get("bias"), mesh)
+                                    out.get("bias"), mesh, row_mask(batch))
           metrics[f"{name}_loss"] = values[name]
       else:
         values[name] = term.sum_and_count(out, batch)

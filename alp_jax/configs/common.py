@@ -39,7 +39,8 @@ def parse_variants(arg, known: tuple[str, ...], where: str) -> set:
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.batch_size = 256              # global batch (study: ~640 s of audio per GPU x 8 V100, duration-bucketed)
+  c.batch_size = 256              # global batch (study: ~640 s of audio per GPU x 8 V100, duration-bucketed:
+                                  # data.batch_seconds=5120 does that, and then training ignores batch_size)
   c.total_steps = 100_000         # study: 600k steps from scratch
   c.grad_accum_steps = 1          # micro-batches per step; exact for every objective (see train/step.py)
   c.log_every = 50

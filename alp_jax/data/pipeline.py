@@ -13,13 +13,21 @@ Host batch (numpy), B = global batch / process count, S = crop_seconds * 16000, 
   source int32 (B,) | clip_key int64 (B,) = source index * 2**40 + record index (identifies the clip)
   with data.label_task: labels float32 (B, C) multi-hot | label_weight float32 (B,)
 `batch_spec` states this schema once (the trainer compiles against it).
+
+Duration buckets (data.batch_seconds > 0, `bucketed_train_dataset`): instead of B x crop_seconds, each global batch
+holds at most batch_seconds of real audio in one of a few fixed shapes (rows_k, bucket_seconds[k] x 16000), planned
+globally by alp_jax/data/buckets.py so every process reads its slice of the same batch; `batch_specs` lists the
+shapes (the trainer compiles each once). Padded rows have audio_mask all False (objectives.row_mask), no caption
+tokens, label_weight 0, source and clip_key -1. docs/data.md "Training batches" has the details.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import signal
+import sys
 from typing import Any
 
 import grain
@@ -27,6 +35,7 @@ import ml_collections
 import numpy as np
 from etils import epath
 
+from alp_jax.data import buckets as buckets_lib
 from alp_jax.data import prepare as prepare_lib
 from alp_jax.data import records
 from alp_jax.data import subsets
@@ -49,7 +58,14 @@ def default_data_config() -> ml_collections.ConfigDict:
       source_weights={},        # source name -> factor (default 1.0)
       subset_fraction=1.0,      # nested subset (study: 400K < 1M < 4M < 10M of ~9.3M clips)
       caption_policy="random",  # "random": one caption per visit (study) | "every": each caption an example
-      crop_seconds=10.0,        # fixed crop with padding mask (study: batches by total duration instead)
+      crop_seconds=10.0,        # fixed crop with padding mask (study: batches by total duration instead); always
+                                # the crop of eval_dataset (validation loss)
+      batch_seconds=0.0,        # > 0: training batches of at most this many seconds of real audio (global, all
+                                # processes) in duration buckets, instead of batch_size rows x crop_seconds
+                                # (study: 640 s per GPU x 8 = 5120; docs/data.md "Training batches")
+      bucket_seconds=(3.0, 6.0, 10.0, 15.0, 30.0),  # batch_seconds only: bucket upper edges = padded lengths, one
+                                # compiled step each; a clip longer than the last edge is cropped to it (study
+                                # toolkit: utt_max_duration 30)
       max_caption_tokens=32,    # tokens incl. EOS; a longer caption is cut without EOS (study toolkit: BERT
                                 # max_length 30; caption decoder 128, as cappa:base and hybrid:base)
       label_task="",            # a task of the manifests' labels -> batch["labels"] (B,C) multi-hot and
@@ -120,6 +136,11 @@ class ClipSource(grain.sources.RandomAccessDataSource):
 
   def __len__(self) -> int:
     return len(self._records)
+
+  @property
+  def visit_records(self) -> np.ndarray:
+    """(visits,) the record index of each visit."""
+    return self._records
 
   def __getitem__(self, i):
     if self._reader is None:  # opened lazily so the source pickles into grain workers
@@ -208,9 +229,11 @@ class ExampleTransform(grain.transforms.RandomMap):
     return state
 
 
-def batch_spec(cfg, batch_size: int, num_classes: int = 0) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-  """{key: (shape, dtype)} of a batch of `batch_size` rows as this pipeline produces it (module docstring)."""
-  samples = int(round(cfg.crop_seconds * SAMPLE_RATE))
+def batch_spec(cfg, batch_size: int, num_classes: int = 0,
+               samples: int | None = None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+  """{key: (shape, dtype)} of a batch of `batch_size` rows as this pipeline produces it (module docstring);
+  `samples`: the audio length (default crop_seconds)."""
+  samples = int(round(cfg.crop_seconds * SAMPLE_RATE)) if samples is None else samples
   tokens = cfg.max_caption_tokens
   spec = {"audio": ((batch_size, samples), np.int16), "audio_mask": ((batch_size, samples), np.bool_),
           "caption_tokens": ((batch_size, tokens), np.int32), "caption_mask": ((batch_size, tokens), np.bool_),
@@ -218,6 +241,21 @@ def batch_spec(cfg, batch_size: int, num_classes: int = 0) -> dict[str, tuple[tu
   if cfg.get("label_task"):
     spec.update(labels=((batch_size, num_classes), np.float32), label_weight=((batch_size,), np.float32))
   return spec
+
+
+def bucket_shapes(cfg, row_multiple: int = 1, process_count: int = 1) -> list[buckets_lib.BucketShape]:
+  """The duration buckets of data.batch_seconds; rows are multiples of lcm(row_multiple, process_count)."""
+  return buckets_lib.bucket_shapes(cfg, math.lcm(int(row_multiple), int(process_count)))
+
+
+def batch_specs(cfg, batch_size: int, num_classes: int = 0, *, row_multiple: int = 1,
+                process_count: int = 1) -> list[dict[str, tuple[tuple[int, ...], np.dtype]]]:
+  """Every global batch schema training produces: one (batch_size x crop_seconds), or one per duration bucket
+  (data.batch_seconds > 0; its rows ignore batch_size). The trainer compiles its step once for each."""
+  if not cfg.get("batch_seconds"):
+    return [batch_spec(cfg, batch_size, num_classes)]
+  return [batch_spec(cfg, shape.rows, num_classes, shape.samples)
+          for shape in bucket_shapes(cfg, row_multiple, process_count)]
 
 
 def label_vocabulary(cfg) -> list[str]:
@@ -232,9 +270,10 @@ def label_vocabulary(cfg) -> list[str]:
   return list(vocab[cfg.label_task])
 
 
-def _transform(cfg, train: bool) -> ExampleTransform:
+def _transform(cfg, train: bool, samples: int | None = None) -> ExampleTransform:
   task = cfg.get("label_task", "")
-  return ExampleTransform(os.fspath(tokenizer_lib.path_for(cfg)), int(round(cfg.crop_seconds * SAMPLE_RATE)),
+  samples = int(round(cfg.crop_seconds * SAMPLE_RATE)) if samples is None else samples
+  return ExampleTransform(os.fspath(tokenizer_lib.path_for(cfg)), samples,
                           cfg.max_caption_tokens, train=train, label_task=task,
                           label_vocab=tuple(label_vocabulary(cfg)) if task else ())
 
@@ -246,9 +285,13 @@ def check_batch_size(global_batch_size: int, process_count: int) -> int:
   return global_batch_size // process_count
 
 
-def train_dataset(cfg, global_batch_size: int, *, process_index: int = 0,
-                  process_count: int = 1) -> grain.MapDataset:
-  """Endless, shuffled, mixed MapDataset of host batches (index i = the i-th batch of this host)."""
+def train_dataset(cfg, global_batch_size: int, *, process_index: int = 0, process_count: int = 1,
+                  row_multiple: int = 1) -> grain.MapDataset:
+  """Endless, shuffled, mixed MapDataset of host batches (index i = the i-th batch of this host). With
+  data.batch_seconds > 0: duration-bucketed batches (`bucketed_train_dataset`; global_batch_size unused)."""
+  if cfg.get("batch_seconds"):
+    return bucketed_train_dataset(cfg, process_index=process_index, process_count=process_count,
+                                  row_multiple=row_multiple)
   host_batch = check_batch_size(global_batch_size, process_count)
   sources = load_sources(cfg.corpus_dir, cfg.sources)
   datasets = []
@@ -265,6 +308,74 @@ def train_dataset(cfg, global_batch_size: int, *, process_index: int = 0,
   mixed = datasets[0] if len(datasets) == 1 else grain.MapDataset.mix(datasets, mixture_weights(sources, cfg))
   transform = _transform(cfg, train=True)
   return mixed.seed(cfg.seed + process_index).random_map(transform).batch(host_batch, drop_remainder=True)
+
+
+class _BucketBatches:
+  """Item i = this process's rows of global bucket batch i (see alp_jax/data/buckets.py)."""
+
+  def __init__(self, clips: list[ClipSource], planner: buckets_lib.EpochPlanner,
+               transforms: list[ExampleTransform], padding_rows: list[dict], seed: int, process_index: int,
+               process_count: int):
+    self.clips, self.planner, self.transforms, self.padding_rows = clips, planner, transforms, padding_rows
+    self.seed, self.process_index, self.process_count = seed, process_index, process_count
+
+  def __call__(self, i: int) -> dict:
+    bucket, visits = self.planner.batch(int(i))
+    rows = len(visits) // self.process_count
+    first = self.process_index * rows
+    examples = []
+    for row, visit in enumerate(visits[first:first + rows], start=first):
+      if visit == buckets_lib.PADDING:
+        examples.append(self.padding_rows[bucket])
+        continue
+      source, local = self.planner.locate(int(visit))
+      rng = np.random.default_rng([self.seed, int(i), row])   # by global row: the same on any process layout
+      examples.append(self.transforms[bucket].random_map(self.clips[source][local], rng))
+    return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _padding_row(cfg, samples: int, num_classes: int) -> dict:
+  """A padded row: no audio (audio_mask all False, which marks the row as padding), no caption, no label,
+  source and clip_key -1."""
+  row = {k: np.zeros(shape[1:], dtype) for k, (shape, dtype) in batch_spec(cfg, 1, num_classes, samples).items()}
+  row["caption_tokens"][:] = tokenizer_lib.PAD_ID
+  row["source"], row["clip_key"] = np.int32(-1), np.int64(-1)
+  return row
+
+
+def bucketed_train_dataset(cfg, *, process_index: int = 0, process_count: int = 1,
+                           row_multiple: int = 1) -> grain.MapDataset:
+  """Endless MapDataset of this process's rows of duration-bucketed global batches (data.batch_seconds > 0).
+
+  Every process plans the same global batches from the whole (subset) corpus and takes rows
+  [p r, (p+1) r) of each, so all agree on each step's bucket shape (alp_jax/data/buckets.py)."""
+  planner, clips = bucket_planner(cfg, row_multiple, process_count)
+  task = cfg.get("label_task", "")
+  num_classes = len(label_vocabulary(cfg)) if task else 0
+  transforms = [_transform(cfg, train=True, samples=shape.samples) for shape in planner.shapes]
+  padding = [_padding_row(cfg, shape.samples, num_classes) for shape in planner.shapes]
+  batches = _BucketBatches(clips, planner, transforms, padding, cfg.seed, process_index, process_count)
+  return grain.MapDataset.range(sys.maxsize).map(batches)
+
+
+def bucket_planner(cfg, row_multiple: int = 1,
+                   process_count: int = 1) -> tuple[buckets_lib.EpochPlanner, list[ClipSource]]:
+  """The global plan of duration-bucketed batches (the same on every process) and the sources it reads."""
+  if cfg.caption_policy not in ("random", "every"):
+    raise ValueError(f"data.caption_policy must be 'random' or 'every', got {cfg.caption_policy!r}")
+  shapes = bucket_shapes(cfg, row_multiple, process_count)
+  sources = load_sources(cfg.corpus_dir, cfg.sources)
+  clips, durations = [], []
+  for i, source in enumerate(sources):
+    indices = subsets.subset_indices(source.subset_key, cfg.subset_fraction)
+    if len(indices) == 0:
+      raise ValueError(f"source {source.name!r} has no clips at subset fraction {cfg.subset_fraction}; raise "
+                       f"data.subset_fraction or drop the source")
+    clip_source = ClipSource(source, i, indices, every_caption=cfg.caption_policy == "every")
+    clips.append(clip_source)
+    durations.append(source.num_samples[clip_source.visit_records] / SAMPLE_RATE)
+  weights = mixture_weights(sources, cfg) if len(sources) > 1 else [1.0]
+  return buckets_lib.EpochPlanner(durations, weights, shapes, cfg.seed), clips
 
 
 def eval_dataset(cfg, global_batch_size: int, *, process_index: int = 0, process_count: int = 1,
@@ -291,16 +402,20 @@ class _ConcatHosts:
     return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
 
 
-def host_iterator(cfg, global_batch_size: int, *, process_index: int = 0, process_count: int = 1):
-  """The training iterator of this process (see `train_dataset`), honouring data.emulate_process_count."""
+def host_iterator(cfg, global_batch_size: int, *, process_index: int = 0, process_count: int = 1,
+                  row_multiple: int = 1):
+  """The training iterator of this process (see `train_dataset`), honouring data.emulate_process_count.
+  row_multiple: bucket rows are multiples of it (the trainer's batch shards x grad_accum_steps)."""
   emulate = cfg.get("emulate_process_count", 0)
   if emulate and emulate > 1:
     if process_count != 1:
       raise ValueError("data.emulate_process_count is for single-process runs only")
-    parts = [train_dataset(cfg, global_batch_size, process_index=p, process_count=emulate) for p in range(emulate)]
+    parts = [train_dataset(cfg, global_batch_size, process_index=p, process_count=emulate,
+                           row_multiple=row_multiple) for p in range(emulate)]
     dataset = grain.MapDataset.range(len(parts[0])).map(_ConcatHosts(parts))
   else:
-    dataset = train_dataset(cfg, global_batch_size, process_index=process_index, process_count=process_count)
+    dataset = train_dataset(cfg, global_batch_size, process_index=process_index, process_count=process_count,
+                            row_multiple=row_multiple)
   return to_iterator(dataset, cfg)
 
 

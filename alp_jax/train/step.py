@@ -21,6 +21,9 @@ the step count n a multiple of P, params_avg = params_avg * (1 - P/n) + params *
 mean of the parameters after steps P, 2P, ..., kP (each standing for P steps). Between those steps it is left
 alone (lax.cond: no work). The average is float32 like the parameters (icefall keeps float64 on rank 0).
 
+Padded rows (duration-bucketed batches) are found by objectives.row_mask on the whole batch in both paths and take
+no part in any term (alp_jax/objectives.py).
+
 Frozen parameter groups (config.optimizer.frozen, train/freeze.py): gradients are taken w.r.t. the trainable
 leaves only (no backward pass through a wholly frozen encoder) and frozen leaves keep their exact values.
 """
@@ -89,6 +92,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, objective: objecti
   g_audio = g_text = zeros_e
   if contrastive is not None:
     name, term, weight = contrastive
+    valid = objectives.row_mask(batch)  # (B,) the whole batch's real rows, as in the k=1 path
 
     def embed(_, xs):
       mb, key = xs
@@ -100,7 +104,7 @@ def accumulated_loss_and_grads(graphdef, params, rest, batch, objective: objecti
     def full_loss(p, a, t):
       m = nnx.merge(graphdef, p, rest)
       bias = getattr(m, "logit_bias", None)
-      return term.value(a, t, m.temperature(), None if bias is None else bias[...], mesh)
+      return term.value(a, t, m.temperature(), None if bias is None else bias[...], mesh, valid)
     values[name], (g_params, g_audio, g_text) = freeze.value_and_grad(
         full_loss, params, frozen_mask, jax.lax.stop_gradient(audio_all), jax.lax.stop_gradient(text_all),
         argnums_extra=True)
@@ -207,8 +211,9 @@ def trace_count(jitted) -> int:
   return _TRACE_COUNTERS[id(jitted)][0]
 
 
-def assert_single_trace(jitted) -> None:
+def assert_single_trace(jitted, shapes: int = 1) -> None:
+  """The step was traced exactly once per batch shape (`shapes`: 1, or the number of duration buckets)."""
   n = trace_count(jitted)
-  if n != 1:
-    raise AssertionError(f"the train step was traced {n} times; it must compile once per run "
-                         f"(a changing shape, dtype or Python value reached it)")
+  if n != shapes:
+    raise AssertionError(f"the train step was traced {n} times for {shapes} batch shape(s); it must compile once "
+                         f"per shape (a changing shape, dtype or Python value reached it)")

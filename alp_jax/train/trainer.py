@@ -3,8 +3,10 @@
   python -m alp_jax.train --config configs/clap.py:tiny --workdir DIR [--config.field=value ...]
 
 Sections, top to bottom: distributed init, mesh, data, model + sharding, update step, checkpoint (resume),
-evaluators, loop. Restarting with the same workdir resumes exactly (parameters, optimizer, step, RNG and the
-grain iterator position, with the run's own copy of its tokenizer: alp_jax/train/runs.py).
+evaluators, loop. The step compiles once per batch shape: one, or one per duration bucket (data.batch_seconds;
+docs/data.md), each step running the executable of its batch's shape. Restarting with the same workdir resumes
+exactly (parameters, optimizer, step, RNG and the grain iterator position, with the run's own copy of its
+tokenizer: alp_jax/train/runs.py).
 Preemption: SIGTERM on any process (one host of a pod, or all) stops every process at the same step
 (alp_jax/train/preemption.py), all save that step together, and the command exits with status 75
 (preemption.PREEMPTED_EXIT_CODE, EX_TEMPFAIL: "saved; start me again with the same workdir"; train() returns
@@ -14,6 +16,7 @@ check naming the step (the last checkpoint stays intact), with nonfinite="skip" 
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -58,11 +61,34 @@ def _fmt_seconds(s: float) -> str:
   return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch the step compiles against: the pipeline's schema, sharded over the batch axes."""
+def row_multiple(config, mesh) -> int:
+  """What every global batch's rows must be a multiple of: the batch shards and the accumulation steps (the
+  pipeline adds the process count)."""
+  shards = math.prod(mesh.shape[a] for a in sharding_lib.BATCH_AXES)
+  return math.lcm(shards, int(config.get("grad_accum_steps", 1) or 1))
+
+
+def abstract_batches(config, mesh) -> list[dict[str, jax.ShapeDtypeStruct]]:
+  """Every global batch the step compiles against (one, or one per duration bucket with data.batch_seconds):
+  the pipeline's schemas, sharded over the batch axes."""
   sharding = sharding_lib.batch_sharding(mesh)
-  spec = pipeline.batch_spec(config.data, config.batch_size, config.model.get("num_classes", 0))
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in spec.items()}
+  specs = pipeline.batch_specs(config.data, config.batch_size, config.model.get("num_classes", 0),
+                               row_multiple=row_multiple(config, mesh), process_count=jax.process_count())
+  return [{k: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for k, (shape, dtype) in spec.items()}
+          for spec in specs]
+
+
+def abstract_batch(config, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batch of a fixed-crop run (the first of `abstract_batches`)."""
+  return abstract_batches(config, mesh)[0]
+
+
+def shape_config(config, spec) -> ml_collections.ConfigDict:
+  """config with batch_size and crop_seconds set to one batch shape (for the analytic FLOPs of that shape)."""
+  rows, samples = spec["audio"].shape
+  shaped = config.copy_and_resolve_references()
+  shaped.batch_size, shaped.data.crop_seconds = rows, samples / pipeline.SAMPLE_RATE
+  return shaped
 
 
 def scanned_parts(model_cfg: ml_collections.ConfigDict) -> list[str]:
@@ -79,7 +105,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   # --- Distributed and mesh.
   distributed.maybe_initialize(config.get("distributed"))
   mesh = sharding_lib.mesh_from_config(config.mesh, sharding_lib.devices_from_config(config.mesh))
-  sharding_lib.check_global_batch(config.batch_size, mesh)
+  if not config.data.get("batch_seconds"):   # bucket rows are made multiples of the shards (row_multiple)
+    sharding_lib.check_global_batch(config.batch_size, mesh)
   _log(f"[train] {jax.process_count()} process(es), {jax.device_count()} {jax.devices()[0].platform} device(s), "
        f"mesh {dict(mesh.shape)}")
 
@@ -103,7 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     runs.write_config(workdir, config)
   process_index, process_count = jax.process_index(), jax.process_count()
   data_iter = pipeline.host_iterator(config.data, config.batch_size, process_index=process_index,
-                                     process_count=process_count)
+                                     process_count=process_count, row_multiple=row_multiple(config, mesh))
 
   # --- Model, optimizer, shardings.
   scanned = scanned_parts(config.model)
@@ -111,8 +138,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     _log(f"[train] warning: scan_layers on {scanned} with {mesh.size} CPU devices: jaxlib 0.10.2's CPU "
          f"collectives inside scanned layers can deadlock (observed here); set scan_layers=False on CPU meshes")
   objective = objectives.get(config.loss)
-  batch_spec = abstract_batch(config, mesh)
-  objective.check(models.MODELS.get(config.model.name), tuple(batch_spec), model_cfg=config.model)
+  batch_specs = abstract_batches(config, mesh)
+  objective.check(models.MODELS.get(config.model.name), tuple(batch_specs[0]), model_cfg=config.model)
   evaluator_registry.check_all(config)   # bad evaluator options fail here, before anything compiles
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, config.total_steps)
   graphdef, abstract, shardings = state_lib.state_shardings(config, mesh, tx)
@@ -182,25 +209,36 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     _log(f"[train] parameter average (params_avg) updated every {config.optimizer.average_period} steps; "
          f"export it with python -m alp_jax.export --averaged")
 
-  # --- Update step: compiled once, state donated.
+  # --- Update step: compiled once per batch shape (one, or one per duration bucket), state donated.
   train_step = step_lib.make_train_step(graphdef, tx, schedule, config, mesh, shardings)
-  with jax.set_mesh(mesh):
-    compiled = train_step.lower(state, batch_spec).compile()
-  flops = perf.compiled_flops(compiled)
+  peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
+  unrolled_step = None
   if scanned:  # the compiler counts a scanned layer once: count FLOPs on an unrolled lowering instead
     unrolled = config.copy_and_resolve_references()
     for k in scanned:
       unrolled.model[k].scan_layers = False
     g2, a2, s2 = state_lib.state_shardings(unrolled, mesh, tx)
-    step2 = step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2)
+    unrolled_step = (step_lib.make_train_step(g2, tx, schedule, unrolled, mesh, s2),
+                     ckpt_lib.abstract_with_shardings(a2, s2))
+  compiled, step_cost = {}, {}   # global audio shape -> executable; -> (XLA FLOPs per device, analytic FLOPs)
+  for spec in batch_specs:
+    key = spec["audio"].shape
     with jax.set_mesh(mesh):
-      flops = perf.lowered_flops(step2.lower(ckpt_lib.abstract_with_shardings(a2, s2), batch_spec)) / mesh.size
-  _log(perf.memory_summary(compiled))
-  peak = perf.peak_flops_per_device(config.get("peak_flops_per_device", 0.0))
-  model_flops = flops_lib.step_flops(config)
-  _log(f"[train] step: {flops * mesh.size / 1e9:.1f} GFLOP by XLA ({flops / 1e9:.2f} per device), "
-       f"{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic), device matmul peak {peak / 1e9:.0f} GFLOP/s"
-       if flops else f"[train] step: {model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
+      compiled[key] = train_step.lower(state, spec).compile()
+    flops = perf.compiled_flops(compiled[key])
+    if unrolled_step:
+      with jax.set_mesh(mesh):
+        flops = perf.lowered_flops(unrolled_step[0].lower(unrolled_step[1], spec)) / mesh.size
+    model_flops = flops_lib.step_flops(shape_config(config, spec))
+    step_cost[key] = (flops, model_flops)
+    shape = f"batch {key[0]} x {key[1] / pipeline.SAMPLE_RATE:g} s: " if len(batch_specs) > 1 else ""
+    _log(perf.memory_summary(compiled[key]) + (f" ({shape.rstrip(': ')})" if shape else ""))
+    _log(f"[train] step: {shape}{flops * mesh.size / 1e9:.1f} GFLOP by XLA ({flops / 1e9:.2f} per device), "
+         f"{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic), device matmul peak {peak / 1e9:.0f} GFLOP/s"
+         if flops else
+         f"[train] step: {shape}{model_flops / 1e9:.1f} GFLOP of model matmuls (analytic; none from XLA)")
+  # compute.json's per-step figures: the fixed shape's, or the largest bucket's (totals count each step's own)
+  flops, model_flops = max(step_cost.values(), key=lambda c: c[1])
   ledger = compute_lib.Ledger(workdir, source_names=pipeline.source_names(config.data), batch_size=config.batch_size,
                               flops_per_step=model_flops, xla_flops_per_step=flops * mesh.size,
                               start_step=start_step, started=started, log=_log, inherited=inherited,
@@ -214,6 +252,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   preemption = preemption_lib.StopRequest(mesh)  # SIGTERM handler (chained); all processes stop at one step
   pending = None  # (step, device metrics) of the last log step: fetched one step late
   rate = {"origin": None}
+  done = {"samples": 0, "xla_flops": 0.0}   # since this start: real rows (this host's x processes), XLA FLOPs/device
   save_seconds: list[float] = []
   last_eval: dict[str, float] = {}
   loop_start = time.perf_counter()
@@ -222,7 +261,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   summary = {"workdir": str(workdir), "start_step": start_step}
 
   def flush(pending_item):
-    log_step, device_metrics = pending_item
+    log_step, device_metrics, log_done = pending_item
     m = {k: float(v) for k, v in jax.device_get(device_metrics).items()}
     if m.get("nonfinite", 0) > 0 and config.nonfinite == "stop":
       raise NonFiniteLossError(f"non-finite loss or gradient at step {int(m['first_nonfinite_step'])}; the update "
@@ -231,13 +270,16 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
     now = time.perf_counter()
     # Averaged since the first log step (flushes are one step late and can bunch up around checkpoints);
     # the first window includes the slower first execution.
-    origin_step, origin_time = rate["origin"] or (start_step, loop_start)
-    steps_per_s = (log_step - origin_step) / max(now - origin_time, 1e-9)
+    origin_step, origin_time, origin_done = rate["origin"] or (start_step, loop_start,
+                                                               {"samples": 0, "xla_flops": 0.0})
+    elapsed = max(now - origin_time, 1e-9)
+    steps_per_s = (log_step - origin_step) / elapsed
     if rate["origin"] is None:
-      rate["origin"] = (log_step, now)
-    m.update(steps_per_s=steps_per_s, samples_per_s=steps_per_s * config.batch_size)
+      rate["origin"] = (log_step, now, dict(log_done))
+    # Real (unpadded) rows per second; with duration buckets a step's rows and FLOPs depend on its bucket.
+    m.update(steps_per_s=steps_per_s, samples_per_s=(log_done["samples"] - origin_done["samples"]) / elapsed)
     if flops and peak:  # compiled FLOPs are per device (one SPMD partition); so is the peak
-      m["mfu"] = flops * steps_per_s / peak
+      m["mfu"] = (log_done["xla_flops"] - origin_done["xla_flops"]) / elapsed / peak
     losses[log_step] = m["loss"]
     writer.write(log_step, m)
     eta = (config.total_steps - log_step) / max(steps_per_s, 1e-9)
@@ -251,15 +293,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
       while step < config.total_steps:
         local = next(data_iter)
         batch = sharding_lib.host_to_global(local, mesh)
-        state, metrics = compiled(state, batch)
-        ledger.count(local)   # host numpy, after the asynchronous dispatch: overlaps the device's step
+        key = batch["audio"].shape
+        state, metrics = compiled[key](state, batch)
+        real_rows = ledger.count(local, flops=step_cost[key][1])   # host numpy, after the asynchronous dispatch
+        done["samples"] += real_rows * process_count
+        done["xla_flops"] += step_cost[key][0]
         step += 1
         stop = preemption.poll()  # the same answer on every process at this step
         if pending is not None:
           flush(pending)
           pending = None
         if step % config.log_every == 0 or step == config.total_steps:
-          pending = (step, metrics)
+          pending = (step, metrics, dict(done))
         if evaluators and config.eval_every and step % config.eval_every == 0:
           for name, value in evaluator_registry.run_all(evaluators, state, step):
             writer.write(step, {name: value}, prefix="eval")
@@ -291,7 +336,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict
   if summary.get("preempted") and jax.process_count() > 1:
     # No process exits (and, under srun --kill-on-bad-exit, gets the others killed) before all have saved.
     multihost_utils.sync_global_devices("alp_jax_preempted")
-  step_lib.assert_single_trace(train_step)
+  step_lib.assert_single_trace(train_step, shapes=len(compiled))
   summary.update(final_step=step, losses=losses, params=n_params, checkpoint_dir=str(checkpointer.directory),
                  save_seconds=save_seconds, restore_seconds=restore_seconds)
   saves = (f"; {len(save_seconds)} checkpoint save(s), {sum(save_seconds) / len(save_seconds):.2f}s each"
