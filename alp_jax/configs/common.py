@@ -126,8 +126,11 @@ def apply_study(c: ml_collections.ConfigDict, variants: set) -> None:
   if not chosen:
     return
   c.total_steps = STUDY_INIT_STEPS if "study_init" in chosen else STUDY_SCRATCH_STEPS   # [DIG]
-  # 640 s of audio per GPU x 8 GPUs [DIG] = ~512 ten-second clips; duration-bucketed in the toolkit (lhotse
-  # DynamicBucketingSampler, [CODE]). Here: a fixed count of 10 s crops with the same audio per step.
+  # 640 s of audio per GPU x 8 GPUs [DIG], duration-bucketed in the toolkit (lhotse DynamicBucketingSampler,
+  # [CODE]): data.batch_seconds packs whole clips (up to the last bucket edge, 30 s as the toolkit's
+  # utt_max_duration; longer ones are cropped) into a few fixed padded shapes. batch_size is then unused by
+  # training; it stays the 10 s-crop equivalent (512) for evaluators and plans that count clips.
+  c.data.batch_seconds = STUDY_BATCH_SECONDS
   c.batch_size = int(STUDY_BATCH_SECONDS // 10)
   c.data.crop_seconds = 10.0
   opt = c.optimizer
