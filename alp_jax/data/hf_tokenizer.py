@@ -26,7 +26,7 @@ from etils import epath
 
 from tokenizers import Tokenizer as RustTokenizer
 
-from alp_jax.data.caption_ids import BOS_ID, EOS_ID, PAD_ID, pad_caption
+from alp_jax.data import caption_ids
 
 PAD_NAMES, UNK_NAMES = ("[PAD]", "<pad>"), ("[UNK]", "<unk>")
 
@@ -115,17 +115,9 @@ class HfTokenizer:
 
   def encode_padded(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """-> tokens int32 (N, max_len), mask bool (N, max_len): each row is `pad_caption(encode(text), max_len)`."""
-    tokens = np.full((len(texts), max_len), PAD_ID, np.int32)
-    for i, encoding in enumerate(self.hf.encode_batch(list(texts), add_special_tokens=False)):
-      tokens[i] = pad_caption(self.hf_to_our[encoding.ids].tolist(), max_len)
-    return tokens, tokens != PAD_ID
+    encodings = self.hf.encode_batch(list(texts), add_special_tokens=False)
+    return caption_ids.pad_captions([self.hf_to_our[e.ids].tolist() for e in encodings], max_len)
 
   def decode(self, ids) -> str:
     """Stops at the first EOS; ignores PAD and BOS."""
-    out = []
-    for i in np.asarray(ids).tolist():
-      if i == EOS_ID:
-        break
-      if i not in (PAD_ID, BOS_ID):
-        out.append(int(self.our_to_hf[i]))
-    return self.hf.decode(out, skip_special_tokens=True)
+    return self.hf.decode([int(self.our_to_hf[i]) for i in caption_ids.content_ids(ids)], skip_special_tokens=True)

@@ -27,6 +27,7 @@ import numpy as np
 import sentencepiece as spm
 from etils import epath
 
+from alp_jax.data import caption_ids
 from alp_jax.data import hf_tokenizer
 from alp_jax.data.caption_ids import BOS_ID, EOS_ID, PAD_ID, UNK_ID, pad_caption  # noqa: F401  (re-exported)
 
@@ -65,20 +66,11 @@ class Tokenizer:
 
   def encode_padded(self, texts: list[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """-> tokens int32 (N, max_len), mask bool (N, max_len): each row is `pad_caption(encode(text), max_len)`."""
-    tokens = np.full((len(texts), max_len), PAD_ID, np.int32)
-    for i, ids in enumerate(self.sp.encode(list(texts))):
-      tokens[i] = pad_caption(ids, max_len)
-    return tokens, tokens != PAD_ID
+    return caption_ids.pad_captions(self.sp.encode(list(texts)), max_len)
 
   def decode(self, ids) -> str:
     """Stops at the first EOS; ignores PAD and BOS."""
-    out = []
-    for i in np.asarray(ids).tolist():
-      if i == EOS_ID:
-        break
-      if i not in (PAD_ID, BOS_ID):
-        out.append(i)
-    return self.sp.decode(out)
+    return self.sp.decode(caption_ids.content_ids(ids))
 
 
 def _is_json(model_path: str | os.PathLike) -> bool:
