@@ -26,18 +26,6 @@ def pytest_configure(config):
   import jax  # noqa: F401  (first import happens here, after the flags)
 
 
-# The longest test files (each over a minute of one core; measured with --durations), run first: `make test` hands
-# whole files to two pytest-xdist workers in collection order, so a long file collected last would leave one worker
-# idle at the end. Only the order changes; within a file the tests keep theirs.
-LONG_FILES = ("test_train_processes.py", "test_lit.py", "test_accumulation.py", "test_train.py",
-              "test_evaluate_cli.py", "test_branch.py", "test_buckets.py", "test_objectives.py",
-              "test_metrics_resume.py", "test_zipformer.py", "test_caption_decoder.py", "test_decoding.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-  rank = {name: i for i, name in enumerate(LONG_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))   # stable: files stay contiguous
-
 
 def missing_demo_packages() -> str | None:
   """None when espeak-ng, sox, fluidsynth and the soundfont are installed, else the message naming the packages
